@@ -168,7 +168,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             f"{p}: cannot be loaded safely (torch.load with weights_only=True: {reason}); "
             "it is corrupt or holds objects besides tensors, which are never unpickled here"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
+    except EOFError:
+        raise WeightsError(f"{p}: not a readable PyTorch checkpoint (empty or truncated)") from None
+    except (RuntimeError, OSError, ValueError) as e:
         raise WeightsError(f"{p}: not a readable PyTorch checkpoint ({e})") from None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -253,7 +255,7 @@ def import_torchvision_vgg16(
         priors,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        imported_from="torchvision vgg16 (ImageNet)",
+        backbone_init="torchvision vgg16 (ImageNet), fc6/fc7 sub-sampled",
     )
     model = SSD(spec)
     _load_partial(model, tensors, source)
@@ -273,7 +275,7 @@ def import_torchvision_mobilenet_v2(
         priors,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        imported_from="torchvision mobilenet_v2 (ImageNet)",
+        backbone_init="torchvision mobilenet_v2 (ImageNet)",
     )
     model = SSD(spec)
     own = {k for k in model.state_dict() if k.startswith("backbone.features.")}

@@ -124,3 +124,26 @@ def build_ssd300(spec: ModelSpec) -> SSD:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def count_macs(model: SSD) -> int:
+    """Multiply-accumulates of the convolutions for one input image (hooks on a dry run)."""
+    total = 0
+
+    def hook(m: nn.Conv2d, _inp, out: Tensor) -> None:
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        total += out[0].numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        size = model.spec.input_size
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=model.priors.device))
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return total

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""SSD300 toolchain: train, convert, inspect, export and run SSD300 detectors.
+
+Run `python main.py COMMAND --help` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="SSD300 toolchain: build, convert and inspect SSD300 detectors.",
+        epilog="Run 'python main.py COMMAND --help' for the options of a command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from training import commands as model_commands
+
+    model_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from training.errors import SSDError
+
+    try:
+        return args.func(args)
+    except SSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # unwritable output, disk full, ...
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Import rules of the architecture: app -> engine (runtime) -> training, never back."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """{file: top-level modules it imports} for every .py file of a package."""
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        mods = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+        out[str(path.relative_to(ROOT))] = mods
+    return out
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("training", {"engine", "app", "torchvision"}),
+        ("engine", {"app", "torchvision"}),
+        ("app", {"training", "torch", "torchvision"}),
+    ],
+)
+def test_imports_run_one_way(package, forbidden):
+    bad = {f: sorted(m & forbidden) for f, m in imported_modules(package).items() if m & forbidden}
+    assert not bad, f"forbidden imports: {bad}"
+
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.mark.parametrize(
+    "module", ["app", "engine", "training", "training.priors", "training.spec"]
+)
+def test_torch_free_modules_import_without_torch(module):
+    code = BLOCK_TORCH + f"import {module}\nassert 'torch' not in sys.modules\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

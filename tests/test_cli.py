@@ -1,0 +1,116 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from tests.training.reference_impls import SSDPyTorch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    """main.py in a subprocess, as users run it: (exit code, stdout, stderr)."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["create"], ["import"], ["info"]])
+def test_help_explains_each_command(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.main([*command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: main.py" in out
+    assert len(out.splitlines()) > 5
+
+
+def test_create_then_info(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert (
+        main.main(["create", "--backbone", "mobilenet_v2", "--classes", "coco", "-o", str(out)])
+        == 0
+    )
+    assert main.main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "backbone mobilenet_v2" in text
+    assert "80 + background: person, bicycle" in text
+    assert "preset voc, 8732 boxes" in text
+    assert main.main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 81
+    assert [m["boxes"] for m in info["priors"]["maps"]] == [5776, 2166, 600, 150, 36, 4]
+    assert info["parameters"]["total"] == sum(info["parameters"][k] for k in ("backbone", "head"))
+    assert info["provenance"]["backbone_init"].startswith("torchvision mobilenet_v2")
+
+
+def test_vgg16_info_reports_the_paper_figures(tmp_path, capsys):
+    out = tmp_path / "vgg.safetensors"
+    assert main.main(["create", "--backbone", "vgg16", "-o", str(out)]) == 0
+    assert "starts from random weights" in capsys.readouterr().out
+    assert main.main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"]["total"] == 26_285_486
+    # 31.37 GMAC per 300x300 image at 21 classes (conv MACs of the Caffe layout)
+    assert info["gmacs_per_image"] == pytest.approx(31.37, abs=0.01)
+
+
+def test_import_ssd_pytorch_checkpoint(tmp_path):
+    ckpt = tmp_path / "ssd300_voc.pth"
+    torch.save(SSDPyTorch(21).state_dict(), ckpt)
+    out = tmp_path / "voc.safetensors"
+    code, stdout, stderr = run("import", ckpt, "-o", out)
+    assert code == 0, stderr
+    assert "SSD300-vgg16, 20 classes, priors voc, 8732 default boxes" in stdout
+    assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["info", "missing.safetensors"], "error: weights file not found: missing.safetensors"),
+        (["info", "README.md"], "not an SSD300 weights file|not a readable safetensors"),
+        (["create", "--classes", "none.txt", "-o", "x.safetensors"], "class list file not found"),
+        (["import", "main.py", "-o", "x.safetensors"], "cannot be loaded safely|not a readable"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path):
+    code, stdout, stderr = run(*args)
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, stderr), stderr
+
+
+def test_unknown_choices_are_usage_errors():
+    code, _, stderr = run("create", "--backbone", "resnet", "-o", "x.safetensors")
+    assert code == 2
+    assert "invalid choice: 'resnet'" in stderr
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, stderr = run("create", "-o", blocker / "sub" / "m.safetensors")
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert stderr.startswith("error:")
+
+
+def test_readme_quick_start_matches_ci():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.strip().splitlines() if not line.startswith("#")]
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci

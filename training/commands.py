@@ -1,0 +1,223 @@
+"""The model commands of main.py: create, import and info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from training.priors import PRESETS
+from training.spec import BACKBONE_NAMES, CLASS_LISTS
+
+
+def add_model_options(p: argparse.ArgumentParser, classes_default: str | None = "voc") -> None:
+    p.add_argument(
+        "--classes",
+        default=classes_default,
+        help=f"class list: {' or '.join(CLASS_LISTS)}, a text file with one name per line, "
+        "or comma-separated names (background is implicit)"
+        + (f"; default {classes_default}" if classes_default else ""),
+    )
+    p.add_argument(
+        "--priors",
+        choices=list(PRESETS),
+        default=None,
+        help="default-box preset: paper (s_min 0.2, s_max 0.9), voc / coco (the Caffe release "
+        "and ssd.pytorch sizes), torchvision (COCO sizes, only sizes clipped)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "create",
+        help="build a new SSD300 and save it as a weights file",
+        description="Build a freshly initialized SSD300 (pretrained backbone where available) "
+        "and save it in the self-describing weights format: a starting point for training.",
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="weights file to write")
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONE_NAMES,
+        default="mobilenet_v2",
+        help="vgg16 (the paper), vgg16_bn (batch norm, trains from scratch), mobilenet_v2 "
+        "(light, for Jetson-class devices); default mobilenet_v2",
+    )
+    add_model_options(p)
+    p.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="ImageNet weights of the backbone: torchvision's vgg16-397923af.pth or "
+        "mobilenet_v2-b0353104.pth (default for mobilenet_v2: the copy installed from "
+        "requirements-nodeps.txt)",
+    )
+    p.add_argument(
+        "--no-pretrained", action="store_true", help="random backbone (no ImageNet weights)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialization (default 0)")
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser(
+        "import",
+        help="convert a checkpoint (.pth) from torchvision or ssd.pytorch",
+        description="Convert torchvision's ssd300_vgg16, an ssd.pytorch SSD300 checkpoint, or "
+        "torchvision's ImageNet VGG16/MobileNetV2 into this project's weights format. "
+        "Checkpoints are read with torch.load(weights_only=True): nothing in them is executed.",
+    )
+    p.add_argument("checkpoint", type=Path, help=".pth file")
+    p.add_argument("-o", "--output", required=True, type=Path, help="weights file to write")
+    from training.importers import KINDS
+
+    p.add_argument("--kind", choices=list(KINDS), help="checkpoint type (default: detected)")
+    add_model_options(p, classes_default=None)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "info",
+        help="describe a weights file: architecture, classes, default boxes, size",
+        description="Print what a weights file holds: backbone, classes, default-box "
+        "configuration, input normalization, parameter count and compute per image.",
+    )
+    p.add_argument("weights", type=Path, help=".safetensors weights file")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        import_torchvision_vgg16,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+    from training.model import SSD
+    from training.spec import make_spec
+    from training.weights import save_detector
+
+    torch.manual_seed(args.seed)
+    priors = args.priors or "voc"
+    pretrained = not args.no_pretrained
+    if pretrained and args.backbone == "mobilenet_v2":
+        path = args.backbone_weights or mobilenet_v2_imagenet_path()
+        model = import_torchvision_mobilenet_v2(read_checkpoint(path), args.classes, priors)
+    elif pretrained and args.backbone == "vgg16" and args.backbone_weights:
+        model = import_torchvision_vgg16(
+            read_checkpoint(args.backbone_weights), args.classes, priors
+        )
+    else:
+        if pretrained and args.backbone == "vgg16":
+            print(
+                "note: no --backbone-weights given; VGG16 starts from random weights "
+                "(torchvision's vgg16-397923af.pth gives the paper's ImageNet start)"
+            )
+        elif args.backbone_weights:
+            print(f"note: --backbone-weights is ignored for {args.backbone}")
+        model = SSD(make_spec(args.backbone, args.classes, priors))
+    out = save_detector(model, args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from training.importers import import_checkpoint
+    from training.weights import save_detector
+
+    model = import_checkpoint(args.checkpoint, args.kind, args.classes, args.priors)
+    out = save_detector(model, args.output)
+    print(f"wrote {out}: {describe_short(model)}")
+    return 0
+
+
+def describe_short(model) -> str:
+    s = model.spec
+    return (
+        f"SSD300-{s.backbone}, {len(s.class_names)} classes, priors {s.priors.preset}, "
+        f"{s.priors.num_boxes} default boxes"
+    )
+
+
+def model_info(path: Path) -> dict:
+    """A JSON-safe description of a weights file."""
+    from training.model import count_macs, count_parameters
+    from training.weights import load_detector
+
+    model = load_detector(path)
+    s = model.spec
+    g = s.priors
+    maps = []
+    for k, f in enumerate(g.feature_maps):
+        n = g.num_boxes_per_location[k]
+        maps.append(
+            {
+                "size": f,
+                "boxes_per_cell": n,
+                "boxes": f * f * n,
+                "min_size_px": round(g.min_sizes[k] * g.image_size, 3),
+                "max_size_px": round(g.max_sizes[k] * g.image_size, 3),
+                "step_px": None if g.steps is None else g.steps[k],
+                "aspect_ratios": list(g.aspect_ratios[k]),
+                "channels": model.backbone.out_channels[k],
+            }
+        )
+    return {
+        "file": str(path),
+        "file_bytes": path.stat().st_size,
+        "architecture": "SSD300",
+        "backbone": s.backbone,
+        "input": {"size": s.input_size, "channels": "RGB 0..255", "mean": s.mean, "std": s.std},
+        "num_classes": s.num_classes,
+        "class_names": list(s.class_names),
+        "priors": {"preset": g.preset, "clip": g.clip, "num_boxes": g.num_boxes, "maps": maps},
+        "variances": list(s.variances),
+        "parameters": {
+            "total": count_parameters(model),
+            "backbone": count_parameters(model.backbone),
+            "head": count_parameters(model.head),
+        },
+        "gmacs_per_image": round(count_macs(model) / 1e9, 3),
+        "provenance": s.extra,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(args.weights)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    p = info["parameters"]
+    names = info["class_names"]
+    shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
+    inp = info["input"]
+    pri = info["priors"]
+    lines = [
+        f"file          {info['file']} ({info['file_bytes'] / 1e6:.1f} MB)",
+        f"architecture  SSD300, backbone {info['backbone']}, input {inp['size']}x{inp['size']} "
+        f"{inp['channels']}",
+        f"normalization mean {_fmt(inp['mean'])}, std {_fmt(inp['std'])}",
+        f"classes       {len(names)} + background: {shown}",
+        f"default boxes preset {pri['preset']}, {pri['num_boxes']} boxes, clip {pri['clip']}, "
+        f"variances {_fmt(info['variances'])}",
+        "  map      boxes/cell  min px  max px  step  ratios      channels  boxes",
+    ]
+    for m in pri["maps"]:
+        ratios = "1," + ",".join(f"{a:g}" for a in m["aspect_ratios"])
+        step = "-" if m["step_px"] is None else f"{m['step_px']:g}"
+        lines.append(
+            f"  {m['size']:>2}x{m['size']:<2}   {m['boxes_per_cell']:>10}  {m['min_size_px']:>6g}  "
+            f"{m['max_size_px']:>6g}  {step:>4}  {ratios:<10}  {m['channels']:>8}  {m['boxes']:>5}"
+        )
+    lines += [
+        f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,})",
+        f"compute       {info['gmacs_per_image']:.2f} GMAC per image",
+    ]
+    if info["provenance"]:
+        lines.append(
+            "provenance    " + ", ".join(f"{k}: {v}" for k, v in info["provenance"].items())
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
