@@ -80,6 +80,7 @@ def test_import_ssd_pytorch_checkpoint(tmp_path):
         (["info", "README.md"], "not an SSD300 weights file|not a readable safetensors"),
         (["create", "--classes", "none.txt", "-o", "x.safetensors"], "class list file not found"),
         (["import", "main.py", "-o", "x.safetensors"], "cannot be loaded safely|not a readable"),
+        (["create", "--classes", "vocc", "-o", "x.safetensors"], "unknown class list 'vocc'"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path):
@@ -96,6 +97,9 @@ def test_unknown_choices_are_usage_errors():
     code, _, stderr = run("create", "--backbone", "resnet", "-o", "x.safetensors")
     assert code == 2
     assert "invalid choice: 'resnet'" in stderr
+    code, _, stderr = run("create", "--seed", str(10**23), "-o", "x.safetensors")
+    assert code == 2
+    assert "must be between 0 and 2**63 - 1" in stderr
 
 
 def test_unwritable_output(tmp_path):

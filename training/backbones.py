@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from training.errors import ConfigError
 
 # (name, out_channels) of each VGG16 stage; "pool" entries are 2x2 max pools.
-_VGG16_CONVS = [
+VGG16_CONVS = [
     ["conv1_1", "conv1_2"],
     ["conv2_1", "conv2_2"],
     ["conv3_1", "conv3_2", "conv3_3"],
@@ -99,7 +99,7 @@ class VGG16Backbone(nn.Module):
         stage1: list[tuple[str, nn.Module]] = []
         stage2: list[tuple[str, nn.Module]] = []
         cin = 3
-        for i, (names, width) in enumerate(zip(_VGG16_CONVS, _VGG16_WIDTHS)):
+        for i, (names, width) in enumerate(zip(VGG16_CONVS, _VGG16_WIDTHS)):
             target = stage1 if i < 4 else stage2
             if i > 0:
                 # pool3 uses ceil mode (75 -> 38), as in Caffe's SSD; pool4 follows conv4_3.

@@ -38,10 +38,13 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         [..., N, M] IoU in [0, 1]; pairs with zero union give 0.
     """
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
+    ax1, ay1, ax2, ay2 = a.unbind(-1)
+    bx1, by1, bx2, by2 = b.unbind(-1)
+    w = torch.minimum(ax2[..., :, None], bx2[..., None, :])
+    w = (w - torch.maximum(ax1[..., :, None], bx1[..., None, :])).clamp_(min=0)
+    h = torch.minimum(ay2[..., :, None], by2[..., None, :])
+    h = (h - torch.maximum(ay1[..., :, None], by1[..., None, :])).clamp_(min=0)
+    inter = w.mul_(h)
     union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(a.dtype).tiny), 0.0)
 

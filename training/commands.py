@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-pretrained", action="store_true", help="random backbone (no ImageNet weights)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialization (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initialization (default 0)")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser(
@@ -100,10 +100,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     pretrained = not args.no_pretrained
     if pretrained and args.backbone == "mobilenet_v2":
         path = args.backbone_weights or mobilenet_v2_imagenet_path()
-        model = import_torchvision_mobilenet_v2(read_checkpoint(path), args.classes, priors)
+        model = import_torchvision_mobilenet_v2(
+            read_checkpoint(path), args.classes, priors, source=str(path)
+        )
     elif pretrained and args.backbone == "vgg16" and args.backbone_weights:
+        path = args.backbone_weights
         model = import_torchvision_vgg16(
-            read_checkpoint(args.backbone_weights), args.classes, priors
+            read_checkpoint(path), args.classes, priors, source=str(path)
         )
     else:
         if pretrained and args.backbone == "vgg16":
@@ -117,6 +120,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     out = save_detector(model, args.output)
     print(f"wrote {out}")
     return 0
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text}")
+    return value
 
 
 def cmd_import(args: argparse.Namespace) -> int:

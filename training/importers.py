@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 
+from training.backbones import VGG16_CONVS
 from training.errors import ConfigError, WeightsError
 from training.model import SSD
 from training.priors import preset as prior_preset
@@ -38,104 +40,20 @@ from training.spec import (
 from training.weights import load_state
 
 # COCO 2017 category ids of the 80 classes, in the order of assets/classes/coco.txt.
-COCO_CATEGORY_IDS = (
-    1,
-    2,
-    3,
-    4,
-    5,
-    6,
-    7,
-    8,
-    9,
-    10,
-    11,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    19,
-    20,
-    21,
-    22,
-    23,
-    24,
-    25,
-    27,
-    28,
-    31,
-    32,
-    33,
-    34,
-    35,
-    36,
-    37,
-    38,
-    39,
-    40,
-    41,
-    42,
-    43,
-    44,
-    46,
-    47,
-    48,
-    49,
-    50,
-    51,
-    52,
-    53,
-    54,
-    55,
-    56,
-    57,
-    58,
-    59,
-    60,
-    61,
-    62,
-    63,
-    64,
-    65,
-    67,
-    70,
-    72,
-    73,
-    74,
-    75,
-    76,
-    77,
-    78,
-    79,
-    80,
-    81,
-    82,
-    84,
-    85,
-    86,
-    87,
-    88,
-    89,
-    90,
-)
+# torchvision's ssd300_vgg16 transform: RGB in 0..1, mean (0.48235, 0.45882, 0.40784), std
+# 1/255, i.e. on 0..255 pixels these means times 255 and a unit std.
+TORCHVISION_SSD_MEAN = (0.48235 * 255, 0.45882 * 255, 0.40784 * 255)
 
-_VGG_CONV_NAMES = [
-    "conv1_1",
-    "conv1_2",
-    "conv2_1",
-    "conv2_2",
-    "conv3_1",
-    "conv3_2",
-    "conv3_3",
-    "conv4_1",
-    "conv4_2",
-    "conv4_3",
-    "conv5_1",
-    "conv5_2",
-    "conv5_3",
-]
+# fmt: off
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77,
+    78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+)
+# fmt: on
+
+_VGG_CONV_NAMES = [name for stage in VGG16_CONVS for name in stage]
 # Index of each conv in torchvision's vgg16().features and in ssd.pytorch's `vgg` list.
 _VGG_CONV_INDEX = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 
@@ -168,6 +86,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             f"{p}: cannot be loaded safely (torch.load with weights_only=True: {reason}); "
             "it is corrupt or holds objects besides tensors, which are never unpickled here"
         ) from None
+    except SafetensorError as e:  # torch.load hands .safetensors files to safetensors
+        raise WeightsError(f"{p}: not a readable PyTorch checkpoint ({e})") from None
     except EOFError:
         raise WeightsError(f"{p}: not a readable PyTorch checkpoint (empty or truncated)") from None
     except (RuntimeError, OSError, ValueError) as e:
@@ -302,6 +222,16 @@ def _ssd_pytorch_mapping(num_extras: int = 8) -> dict[str, str]:
     return m
 
 
+def _head_classes(sd: dict[str, Tensor], key: str, anchors: int, source: str) -> int:
+    """Number of classes (with background) of a classification conv with `anchors` boxes."""
+    if key not in sd:
+        raise WeightsError(f"{source}: missing tensor {key}")
+    w = sd[key]
+    if w.ndim != 4 or w.shape[0] % anchors or w.shape[0] // anchors < 2:
+        raise WeightsError(f"{source}: {key} has shape {tuple(w.shape)}, not an SSD300 head's")
+    return w.shape[0] // anchors
+
+
 def _default_classes(num_classes: int, classes, source: str) -> list[str]:
     if classes is not None:
         names = load_class_names(classes)
@@ -330,9 +260,7 @@ def import_ssd_pytorch(
     Its VOC model uses the 'voc' default boxes, its COCO model the 'coco' ones; its input is
     RGB minus the Caffe mean (the dataset subtracts (104, 117, 123) from BGR, then flips).
     """
-    if "conf.0.weight" not in sd:
-        raise WeightsError(f"{source}: missing tensor conf.0.weight")
-    num_classes = sd["conf.0.weight"].shape[0] // 4
+    num_classes = _head_classes(sd, "conf.0.weight", 4, source)
     names = _default_classes(num_classes, classes, source)
     preset_name = priors or ("voc" if num_classes == 21 else "coco")
     spec = ModelSpec(
@@ -383,12 +311,10 @@ def import_torchvision_ssd300(
 
     torchvision's DefaultBoxGenerator (scales [0.07, 0.15, ..., 1.05], steps
     [8, 16, 32, 64, 100, 300], sizes clipped) is the 'torchvision' preset; its transform feeds RGB
-    with mean (0.48235, 0.45882, 0.40784) and std 1/255, i.e. RGB 0..255 minus (123, 117, 104).
+    with mean (0.48235, 0.45882, 0.40784) and std 1/255, i.e. RGB 0..255 minus those means
+    times 255 (122.99925, 116.9991, 103.9992), which is what this import stores.
     """
-    key = "head.classification_head.module_list.0.weight"
-    if key not in sd:
-        raise WeightsError(f"{source}: missing tensor {key}")
-    num_classes = sd[key].shape[0] // 4
+    num_classes = _head_classes(sd, "head.classification_head.module_list.0.weight", 4, source)
     if classes is None and num_classes == 91:
         names = coco91_class_names()
     else:
@@ -397,7 +323,7 @@ def import_torchvision_ssd300(
         "vgg16",
         tuple(names),
         prior_preset(priors or "torchvision"),
-        mean=CAFFE_MEAN,
+        mean=TORCHVISION_SSD_MEAN,
         std=CAFFE_STD,
         extra={"imported_from": "torchvision ssd300_vgg16"},
     )

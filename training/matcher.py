@@ -14,10 +14,11 @@ BACKGROUND = -1
 class SSDMatcher:
     """Assigns each default box a ground truth, or background.
 
-    Two rules, as in the paper and the Caffe release (bipartite + per-prediction):
-      1. every ground truth takes its best-overlapping default box (forced, whatever the IoU);
-         when two ground truths pick the same default box it goes to the higher IoU
-         (then the lower index);
+    Two rules, as in the paper and ssd.pytorch:
+      1. every ground truth takes its best-overlapping default box (forced, whatever the IoU,
+         as long as it is above 0); when several ground truths pick the same default box it
+         goes to the one it overlaps most, then to the lowest index (ssd.pytorch gives it
+         to the last one, Caffe's bipartite matching gives the others their next best box);
       2. every other default box goes to the ground truth it overlaps most if that IoU is
          >= iou_threshold, otherwise it is background.
     Forced matches win over threshold matches. Ground truths of zero area cannot be
@@ -53,10 +54,10 @@ class SSDMatcher:
         matches = torch.where(best_iou >= self.iou_threshold, matches, BACKGROUND)
 
         # Rule 1: best default box per ground truth, forced.
-        best_prior = iou.argmax(dim=2)  # [B, G]
+        best_iou_per_gt, best_prior = iou.max(dim=2)  # [B, G]
         chosen = torch.zeros_like(iou, dtype=torch.bool)
         chosen.scatter_(2, best_prior[:, :, None], True)
-        chosen &= valid[:, :, None]
+        chosen &= (valid & (best_iou_per_gt > 0))[:, :, None]
         forced_iou = torch.where(chosen, iou, -2.0)  # [B, G, N]
         forced_gt = forced_iou.argmax(dim=1)  # highest IoU, then lowest index
         is_forced = chosen.any(dim=1)
@@ -84,6 +85,9 @@ def encode_targets(
         loc_targets: [B, N, 4] offsets (meaningful where labels > 0).
         labels: [B, N] int64, 0 for background.
     """
+    b, n = gt_valid.shape[0], priors.shape[0]
+    if gt_boxes.shape[1] == 0:  # a batch of images without objects
+        return priors.new_zeros(b, n, 4), torch.zeros(b, n, dtype=torch.int64, device=priors.device)
     matches = matcher(gt_boxes, gt_valid, priors)  # [B, N]
     idx = matches.clamp(min=0)
     matched_boxes = torch.gather(gt_boxes, 1, idx[:, :, None].expand(-1, -1, 4))

@@ -117,11 +117,6 @@ class SSD(nn.Module):
         return post(loc, conf, self.priors)
 
 
-def build_ssd300(spec: ModelSpec) -> SSD:
-    """A freshly initialized SSD300 for the spec."""
-    return SSD(spec)
-
-
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -61,13 +61,16 @@ class PostProcessor:
         """boxes: [N, 4] decoded xyxy; scores: [N, C-1] foreground probabilities."""
         # A stable sort breaks ties by default-box index, as ONNX TopK does.
         top_scores, top_idx = scores.t().sort(dim=1, descending=True, stable=True)
-        top_scores = top_scores[:, : self.candidates_per_class]  # [C-1, k]
-        top_idx = top_idx[:, : self.candidates_per_class]
-        cand = boxes[top_idx]  # [C-1, k, 4]
-        valid = top_scores > self.score_threshold
+        # Only as many candidates as the fullest class has above the threshold, and only
+        # the classes that have any: the NMS cost is classes x candidates^2.
+        valid = top_scores[:, : self.candidates_per_class] > self.score_threshold
+        counts = valid.sum(dim=1)
+        classes = counts.nonzero().flatten()
+        k = int(counts.max()) if classes.numel() else 0
+        top_scores, top_idx, valid = (t[classes, :k] for t in (top_scores, top_idx, valid))
+        cand = boxes[top_idx]  # [classes, k, 4]
         keep = nms_sorted(cand, valid, self.nms_threshold)
-        cls = torch.arange(1, scores.shape[1] + 1, device=scores.device)
-        labels = cls[:, None].expand_as(top_scores)[keep]
+        labels = (classes + 1)[:, None].expand_as(top_scores)[keep]
         kept_scores = top_scores[keep]
         order = kept_scores.argsort(descending=True, stable=True)[: self.top_k]
         return Detections(cand[keep][order], kept_scores[order], labels[order])

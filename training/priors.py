@@ -82,6 +82,10 @@ class DefaultBoxGenerator:
             raise ConfigError(f"default boxes: {m} feature maps but {bad}")
         if any(s <= 0 for s in (*self.min_sizes, *self.max_sizes)):
             raise ConfigError("default boxes: sizes must be positive")
+        if any(f < 1 for f in self.feature_maps) or self.image_size < 1:
+            raise ConfigError("default boxes: feature maps and image size must be positive")
+        if self.steps is not None and any(s <= 0 for s in self.steps):
+            raise ConfigError("default boxes: steps must be positive")
         if self.clip not in CLIP_MODES:
             raise ConfigError(f"default boxes: clip must be one of {', '.join(CLIP_MODES)}")
         if any(r <= 0 for ratios in self.aspect_ratios for r in ratios):

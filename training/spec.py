@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import ConfigError
-from training.priors import DefaultBoxGenerator
+from training.priors import SSD300_FEATURE_MAPS, DefaultBoxGenerator
 from training.priors import preset as prior_preset
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -52,13 +52,18 @@ def load_class_names(source: str | Sequence[str]) -> list[str]:
     elif source.endswith((".txt", ".names")) or "/" in source:
         raise ConfigError(f"class list file not found: {source}")
     else:
-        names = [source]
+        raise ConfigError(
+            f"unknown class list {source!r}: give {' or '.join(CLASS_LISTS)}, a file, or "
+            f"comma-separated names (one class: '{source},')"
+        )
     names = [n.strip() for n in names if n.strip()]
     return validate_class_names(names)
 
 
 def validate_class_names(names: Sequence[str]) -> list[str]:
     names = list(names)
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError("class names must be non-empty strings")
     if not names:
         raise ConfigError("the class list is empty")
     dupes = sorted({n for n in names if names.count(n) > 1 and n != "N/A"})
@@ -102,6 +107,13 @@ class ModelSpec:
             raise ConfigError(f"only 300x300 input is supported, got {self.input_size}")
         if self.priors.image_size != self.input_size:
             raise ConfigError("the default boxes were made for another input size")
+        if self.priors.feature_maps != SSD300_FEATURE_MAPS:
+            raise ConfigError(
+                f"SSD300 has feature maps {list(SSD300_FEATURE_MAPS)}, "
+                f"the default boxes were made for {list(self.priors.feature_maps)}"
+            )
+        if len(self.variances) != 4 or any(v <= 0 for v in self.variances):
+            raise ConfigError(f"variances must be four positive numbers, got {self.variances}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError("mean and std need three values each, std positive")
 

@@ -186,3 +186,21 @@ def test_class_names_must_fit_the_checkpoint(tmp_path):
     torch.save(sd, path)
     with pytest.raises(WeightsError, match="missing tensor extras.3.bias"):
         import_checkpoint(path, classes="a,b,c")
+
+
+def test_safetensors_and_malformed_heads_are_clear_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    st = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(st))
+    with pytest.raises(WeightsError, match="unrecognized checkpoint"):
+        import_checkpoint(st)  # torch.load reads safetensors files too
+    st.write_bytes(st.read_bytes()[:20])
+    with pytest.raises(WeightsError, match="model.safetensors: not a readable"):
+        read_checkpoint(st)
+    sd = SSDPyTorch(21).state_dict()
+    sd["conf.0.weight"] = torch.zeros(())
+    path = tmp_path / "odd.pth"
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match=r"conf.0.weight has shape \(\), not an SSD300 head"):
+        import_checkpoint(path)

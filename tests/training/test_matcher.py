@@ -93,3 +93,28 @@ def test_encode_targets_labels_and_offsets():
     torch.testing.assert_close(loc_t[0, 0], torch.zeros(4))
     decoded = BoxCoder().decode(loc_t[0, 1], priors[1])
     torch.testing.assert_close(decoded, xyxy_to_cxcywh(gt[0, 1]))
+
+
+def test_equal_claims_on_one_default_box_go_to_the_lowest_index():
+    priors = [[0, 0, 1, 1], [3, 3, 4, 4]]
+    c = [0, 0, 0.9, 1]
+    assert match([c, c], priors) == [0, -1]
+
+
+def test_truths_overlapping_no_default_box_are_not_forced():
+    priors = [[0, 0, 0.1, 0.1], [0.5, 0.5, 1, 1]]
+    assert match([[0.2, 0.2, 0.3, 0.3]], priors) == [-1, -1]
+
+
+def test_batch_without_any_ground_truth():
+    priors = priors_from_xyxy([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]])
+    loc_t, labels = encode_targets(
+        SSDMatcher(),
+        BoxCoder(),
+        torch.zeros(3, 0, 4),
+        torch.zeros(3, 0, dtype=torch.long),
+        torch.zeros(3, 0, dtype=torch.bool),
+        priors,
+    )
+    assert loc_t.shape == (3, 2, 4)
+    assert labels.tolist() == [[0, 0]] * 3

@@ -89,3 +89,37 @@ def test_bad_specs_name_the_problem(tmp_path):
     f = tmp_path / "names.txt"
     f.write_text("cat\n\ndog\n")
     assert make_spec("vgg16", str(f)).class_names == ("cat", "dog")
+
+
+def test_specs_from_files_are_validated():
+    import json
+
+    from training.backbones import BACKBONES
+    from training.spec import BACKBONE_NAMES, ModelSpec
+
+    assert set(BACKBONE_NAMES) == set(BACKBONES)
+    good = json.loads(make_spec("mobilenet_v2", "voc", "voc").to_json())
+    cases = [
+        (("priors", "feature_maps"), [39, 19, 10, 5, 3, 1], "SSD300 has feature maps"),
+        (("priors", "steps"), [0, 16, 32, 64, 100, 300], "steps must be positive"),
+        (("variances",), [0.1, 0.1, 0.2], "variances must be four positive"),
+        (("variances",), [0.1, 0.0, 0.2, 0.2], "variances must be four positive"),
+        (("class_names",), [1, 2], "class names must be non-empty strings"),
+        (("input_size",), 512, "only 300x300"),
+    ]
+    for keys, value, message in cases:
+        d = json.loads(json.dumps(good))
+        target = d
+        for k in keys[:-1]:
+            target = target[k]
+        target[keys[-1]] = value
+        with pytest.raises(ConfigError, match=message):
+            ModelSpec.from_json(json.dumps(d))
+    with pytest.raises(ConfigError, match="invalid model description"):
+        ModelSpec.from_json("{not json")
+
+
+def test_a_mistyped_class_list_is_not_taken_for_a_class_name():
+    with pytest.raises(ConfigError, match="unknown class list 'vocc'.*one class: 'vocc,'"):
+        make_spec("vgg16", "vocc")
+    assert make_spec("vgg16", "raccoon,").class_names == ("raccoon",)
