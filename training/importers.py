@@ -126,7 +126,9 @@ def _take(
     if complete:
         unexpected = sorted(set(sd) - set(names))
         if unexpected:
-            raise WeightsError(f"{source}: unexpected tensor {unexpected[0]} (not {complete}?)")
+            raise WeightsError(
+                f"{source}: unexpected tensor {unexpected[0]} (is it a {complete} checkpoint?)"
+            )
     return {ours: sd[theirs] for theirs, ours in names.items()}
 
 
@@ -263,21 +265,28 @@ def import_ssd_pytorch(
     num_classes = _head_classes(sd, "conf.0.weight", 4, source)
     names = _default_classes(num_classes, classes, source)
     preset_name = priors or ("voc" if num_classes == 21 else "coco")
-    spec = ModelSpec(
-        "vgg16",
-        tuple(names),
-        prior_preset(preset_name),
-        mean=CAFFE_MEAN,
-        std=CAFFE_STD,
-        extra={"imported_from": "ssd.pytorch"},
-    )
+    return _vgg16_detector(
+        sd, names, preset_name, CAFFE_MEAN, _ssd_pytorch_mapping(), "L2Norm.weight",
+        "ssd.pytorch SSD300-VGG16", source,
+    )  # fmt: skip
+
+
+def _vgg16_detector(
+    sd: dict[str, Tensor],
+    names: Sequence[str],
+    priors: str,
+    mean: tuple[float, float, float],
+    layers: dict[str, str],
+    l2norm_key: str,
+    what: str,
+    source: str,
+) -> SSD:
+    """A complete SSD300-VGG16 (unit std) from a checkpoint's tensors, renamed by `layers`."""
+    spec = ModelSpec("vgg16", tuple(names), prior_preset(priors), mean=mean, std=CAFFE_STD,
+                     extra={"imported_from": what})  # fmt: skip
     model = SSD(spec)
     tensors = _take(
-        sd,
-        _ssd_pytorch_mapping(),
-        source,
-        tensors={"L2Norm.weight": "backbone.l2norm.weight"},
-        complete="an ssd.pytorch SSD300-VGG16",
+        sd, layers, source, tensors={l2norm_key: "backbone.l2norm.weight"}, complete=what
     )
     load_state(model, tensors, source)
     return model
@@ -319,24 +328,10 @@ def import_torchvision_ssd300(
         names = coco91_class_names()
     else:
         names = _default_classes(num_classes, classes, source)
-    spec = ModelSpec(
-        "vgg16",
-        tuple(names),
-        prior_preset(priors or "torchvision"),
-        mean=TORCHVISION_SSD_MEAN,
-        std=CAFFE_STD,
-        extra={"imported_from": "torchvision ssd300_vgg16"},
-    )
-    model = SSD(spec)
-    tensors = _take(
-        sd,
-        _torchvision_ssd_mapping(),
-        source,
-        tensors={"backbone.scale_weight": "backbone.l2norm.weight"},
-        complete="torchvision's ssd300_vgg16",
-    )
-    load_state(model, tensors, source)
-    return model
+    return _vgg16_detector(
+        sd, names, priors or "torchvision", TORCHVISION_SSD_MEAN, _torchvision_ssd_mapping(),
+        "backbone.scale_weight", "torchvision's ssd300_vgg16", source,
+    )  # fmt: skip
 
 
 KINDS: dict[str, Callable[..., SSD]] = {

@@ -186,6 +186,11 @@ def test_class_names_must_fit_the_checkpoint(tmp_path):
     torch.save(sd, path)
     with pytest.raises(WeightsError, match="missing tensor extras.3.bias"):
         import_checkpoint(path, classes="a,b,c")
+    sd = ref.state_dict()
+    sd["fc8.weight"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match="unexpected tensor fc8.weight .*ssd.pytorch SSD300"):
+        import_checkpoint(path, classes="a,b,c")
 
 
 def test_safetensors_and_malformed_heads_are_clear_errors(tmp_path):
