@@ -13,13 +13,15 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="SSD300 toolchain: build, convert and inspect SSD300 detectors.",
+        description="SSD300 toolchain: build, convert, inspect, train and evaluate detectors.",
         epilog="Run 'python main.py COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from training import commands as model_commands
+    from training import run_commands
 
     model_commands.register(sub)
+    run_commands.register(sub)
     return parser
 
 

@@ -50,9 +50,11 @@ def main() -> int:
     args = ap.parse_args()
     dev = args.device
     cpu = platform.processor() or platform.machine()
-    print(f"# {time.strftime('%Y-%m-%d')}, {dev}, torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs ({cpu}), {torch.get_num_threads()} threads, batch {args.batch}"
-          + (f", {torch.cuda.get_device_name()}" if dev == "cuda" else ""))  # fmt: skip
+    print(
+        f"# {time.strftime('%Y-%m-%d')}, {dev}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs ({cpu}), {torch.get_num_threads()} threads, batch {args.batch}"
+        + (f", {torch.cuda.get_device_name()}" if dev == "cuda" else "")
+    )
     print("| backbone | params | GMAC | forward ms | post-process ms | candidates/class |")
     print("|---|---|---|---|---|---|")
     torch.manual_seed(0)
@@ -64,10 +66,17 @@ def main() -> int:
             fwd = timed(lambda m=model, x=x: m(x), dev, args.runs)
             loc, conf = model(x)
             pp = timed(lambda m=model, lc=(loc, conf), p=post: p(*lc, m.priors), dev, args.runs)
-            cand = int((conf.softmax(-1)[0, :, 1:] > post.score_threshold).sum(0).clamp(max=400)
-                       .float().mean())  # fmt: skip
-        print(f"| {name} | {count_parameters(model) / 1e6:.2f} M | {count_macs(model) / 1e9:.2f} "
-              f"| {fwd:.1f} | {pp:.1f} | {cand} |")  # fmt: skip
+            cand = int(
+                (conf.softmax(-1)[0, :, 1:] > post.score_threshold)
+                .sum(0)
+                .clamp(max=400)
+                .float()
+                .mean()
+            )
+        print(
+            f"| {name} | {count_parameters(model) / 1e6:.2f} M | {count_macs(model) / 1e9:.2f} "
+            f"| {fwd:.1f} | {pp:.1f} | {cand} |"
+        )
     return 0
 
 

@@ -169,8 +169,15 @@ class MobileNetV2Backbone(nn.Module):
 
     out_channels = (192, 576, 1280, 512, 256, 256)
     # t (expansion), c (channels), n (repeats), s (first stride): torchvision's table.
-    _SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]  # fmt: skip
+    _SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
     def __init__(self) -> None:
         super().__init__()

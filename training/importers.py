@@ -266,9 +266,15 @@ def import_ssd_pytorch(
     names = _default_classes(num_classes, classes, source)
     preset_name = priors or ("voc" if num_classes == 21 else "coco")
     return _vgg16_detector(
-        sd, names, preset_name, CAFFE_MEAN, _ssd_pytorch_mapping(), "L2Norm.weight",
-        "ssd.pytorch SSD300-VGG16", source,
-    )  # fmt: skip
+        sd,
+        names,
+        preset_name,
+        CAFFE_MEAN,
+        _ssd_pytorch_mapping(),
+        "L2Norm.weight",
+        "ssd.pytorch SSD300-VGG16",
+        source,
+    )
 
 
 def _vgg16_detector(
@@ -282,8 +288,14 @@ def _vgg16_detector(
     source: str,
 ) -> SSD:
     """A complete SSD300-VGG16 (unit std) from a checkpoint's tensors, renamed by `layers`."""
-    spec = ModelSpec("vgg16", tuple(names), prior_preset(priors), mean=mean, std=CAFFE_STD,
-                     extra={"imported_from": what})  # fmt: skip
+    spec = ModelSpec(
+        "vgg16",
+        tuple(names),
+        prior_preset(priors),
+        mean=mean,
+        std=CAFFE_STD,
+        extra={"imported_from": what},
+    )
     model = SSD(spec)
     tensors = _take(
         sd, layers, source, tensors={l2norm_key: "backbone.l2norm.weight"}, complete=what
@@ -329,9 +341,15 @@ def import_torchvision_ssd300(
     else:
         names = _default_classes(num_classes, classes, source)
     return _vgg16_detector(
-        sd, names, priors or "torchvision", TORCHVISION_SSD_MEAN, _torchvision_ssd_mapping(),
-        "backbone.scale_weight", "torchvision's ssd300_vgg16", source,
-    )  # fmt: skip
+        sd,
+        names,
+        priors or "torchvision",
+        TORCHVISION_SSD_MEAN,
+        _torchvision_ssd_mapping(),
+        "backbone.scale_weight",
+        "torchvision's ssd300_vgg16",
+        source,
+    )
 
 
 KINDS: dict[str, Callable[..., SSD]] = {

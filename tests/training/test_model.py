@@ -27,8 +27,13 @@ def test_vgg16_ssd300_matches_the_paper(vgg16_voc):
         feats = b(torch.zeros(1, 3, 300, 300))
         loc, conf = m(torch.zeros(1, 3, 300, 300))
     assert [tuple(f.shape[1:]) for f in feats] == [
-        (512, 38, 38), (1024, 19, 19), (512, 10, 10), (256, 5, 5), (256, 3, 3), (256, 1, 1),
-    ]  # fmt: skip
+        (512, 38, 38),
+        (1024, 19, 19),
+        (512, 10, 10),
+        (256, 5, 5),
+        (256, 3, 3),
+        (256, 1, 1),
+    ]
     assert loc.shape == (1, 8732, 4)
     assert conf.shape == (1, 8732, 21)
 

@@ -29,8 +29,12 @@ def test_postprocessing_agrees_with_a_brute_force_reference():
     for trial in range(4):
         loc = torch.randn(2, len(priors), 4, generator=g) * 0.5
         conf = torch.randn(2, len(priors), 4, generator=g) * 3
-        post = PostProcessor(score_threshold=0.3, nms_threshold=0.45, top_k=50,
-                             candidates_per_class=100 + 100 * trial)  # fmt: skip
+        post = PostProcessor(
+            score_threshold=0.3,
+            nms_threshold=0.45,
+            top_k=50,
+            candidates_per_class=100 + 100 * trial,
+        )
         out = post(loc, conf, priors)
         for i in range(2):
             ref, boxes = reference(

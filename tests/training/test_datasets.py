@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training.data import check_images
+from training.datasets import DataError, load_dataset
+
+
+def test_voc_folder_with_csv_splits(shared_data):
+    root = shared_data / "raccoon"
+    train = load_dataset(root, "splits/train_labels.csv")
+    test = load_dataset(root, "splits/test_labels.csv")
+    everything = load_dataset(root)
+    assert (len(train.samples), train.num_boxes) == (160, 173)
+    assert (len(test.samples), test.num_boxes) == (40, 44)
+    assert (len(everything.samples), everything.num_boxes) == (200, 217)
+    assert train.class_names == ["raccoon"]
+    assert not train.problems
+    s = train.samples[0]
+    assert s.boxes.dtype == np.float32
+    assert (s.boxes >= 0).all()
+    assert (s.boxes <= 1).all()
+    assert set(s.labels.tolist()) == {1}
+
+
+def test_coco_json(shared_data):
+    data = load_dataset(shared_data / "coco128" / "annotations" / "instances_train2017.json")
+    assert len(data.samples) == 128
+    assert data.num_boxes == 939 - 10  # the 10 crowd boxes are left out
+    assert data.crowd_boxes == 10
+    assert len(data.class_names) == 80
+    assert data.class_names[0] == "person"
+    assert data.category_ids[:3] == [1, 2, 3]
+    assert data.category_ids[-1] == 90  # toothbrush: ids have gaps, labels do not
+    assert all(s.image.is_file() for s in data.samples)
+
+
+def test_yolo_data_yaml(shared_data):
+    data = load_dataset(shared_data / "coco128-val-yolo" / "data.yaml", "val")
+    assert (len(data.samples), data.num_boxes) == (128, 898)
+    assert data.class_names[:3] == ["person", "bicycle", "car"]
+    counts = data.class_counts()
+    assert sum(counts.values()) == 898
+
+
+def test_a_given_class_list_relabels_and_reports_unknown_classes(shared_data):
+    yaml_path = shared_data / "coco128-val-yolo" / "data.yaml"
+    data = load_dataset(yaml_path, "val", ["dog", "person"])
+    assert data.class_names == ["dog", "person"]
+    full = load_dataset(yaml_path, "val")
+    people = full.class_counts()["person"]
+    assert data.class_counts()["person"] == people
+    assert data.num_boxes == people + full.class_counts()["dog"]
+    assert any("unknown class 'car'" in p.reason for p in data.problems)
+
+
+def _write_devkit(root: Path) -> Path:
+    year = root / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (year / d).mkdir(parents=True)
+    objects = {
+        "000001": [("dog", 10, 20, 50, 60, 0), ("person", 5, 5, 30, 90, 1)],
+        "000002": [
+            ("cat", 1, 1, 100, 80, 0),
+            ("dog", 120, 10, 150, 40, 0),
+            ("dog", 8, 7, 7, 30, 0),
+        ],
+        "000003": [("bird", 3, 3, 20, 20, 0)],
+    }
+    for stem, objs in objects.items():
+        cv2.imwrite(str(year / "JPEGImages" / f"{stem}.jpg"), np.full((80, 100, 3), 90, np.uint8))
+        xml = "".join(
+            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{a}</xmin>"
+            f"<ymin>{b}</ymin><xmax>{c}</xmax><ymax>{e}</ymax></bndbox></object>"
+            for n, a, b, c, e, d in objs
+        )
+        (year / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>100</width>"
+            f"<height>80</height><depth>3</depth></size>{xml}</annotation>"
+        )
+    (year / "ImageSets/Main/trainval.txt").write_text("000001\n000002\n000003\n000004\n")
+    (year / "ImageSets/Main/test.txt").write_text("000003\n")
+    return root
+
+
+def test_voc_devkit_difficult_flags_and_broken_boxes(tmp_path):
+    root = _write_devkit(tmp_path / "VOCdevkit")
+    data = load_dataset(root, "trainval", ["cat", "dog", "person"])
+    reasons = [f"{Path(p.file).name}: {p.reason}" for p in data.problems]
+    assert any("000004.xml: annotation missing" in r for r in reasons)
+    assert any("outside the image" in r for r in reasons)  # dog at x 120..150 in a 100 px image
+    assert any("zero area" in r for r in reasons)  # xmax = xmin - 1: [7, 7] in continuous pixels
+    assert any("unknown class 'bird'" in r for r in reasons)
+    assert len(data.samples) == 3  # 000003 stays, with no boxes
+    first = data.samples[0]
+    assert first.difficult.tolist() == [False, True]
+    # VOC's 1-based inclusive pixels: [xmin - 1, xmax] / size
+    np.testing.assert_allclose(first.boxes[0], [9 / 100, 19 / 80, 50 / 100, 60 / 80], rtol=1e-6)
+    assert "skipped 4 item(s)" in data.report()
+    test = load_dataset(root, "VOC2007/test")
+    assert test.class_names == ["bird"]
+
+
+def test_unreadable_images_are_skipped_with_their_name(tmp_path):
+    root = _write_devkit(tmp_path / "VOCdevkit")
+    (root / "VOC2007/JPEGImages/000002.jpg").write_bytes(b"not a jpeg")
+    data = check_images(load_dataset(root, "trainval"))
+    assert len(data.samples) == 2
+    assert any(p.file.endswith("000002.jpg") and "unreadable" in p.reason for p in data.problems)
+
+
+def test_nothing_usable_is_a_clear_error(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").write_text("<annotation><filename>a.jpg</filename>")
+    with pytest.raises(DataError, match="no usable images.*unreadable annotation"):
+        load_dataset(tmp_path)
+    with pytest.raises(DataError, match="dataset not found"):
+        load_dataset(tmp_path / "missing")
+    with pytest.raises(DataError, match="split list not found"):
+        load_dataset(tmp_path, "nope.csv")

@@ -1,0 +1,263 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.errors import ConfigError
+from training.train import TrainConfig, Trainer, TrainingError, lr_at
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_split(shared_data, tmp_path, n):
+    """A list file naming the first n raccoon training images."""
+    names = (shared_data / "raccoon" / "splits" / "train_labels.csv").read_text().splitlines()[1:]
+    stems = list(dict.fromkeys(line.split(",")[0] for line in names))[:n]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"first{n}.txt"
+    path.write_text("\n".join(stems))
+    return path
+
+
+def config(shared_data, tmp_path, n=4, **kw):
+    base = dict(
+        data=str(shared_data / "raccoon"),
+        split=str(tiny_split(shared_data, tmp_path, n)),
+        output=str(tmp_path / "run"),
+        backbone="mobilenet_v2",
+        batch_size=2,
+        workers=0,
+        eval_every=0,
+        warmup_steps=2,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_few_dozen_steps_overfit_a_handful_of_real_images(shared_data, tmp_path):
+    losses = []
+    cfg = config(shared_data, tmp_path, n=4, batch_size=4, epochs=30, lr=5e-3, augment=False)
+    summary = Trainer(cfg, on_step=lambda r: losses.append(r["loss"]), quiet=True).run()
+    assert len(losses) == 30
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.4 * first, (first, last)
+    assert summary["steps"] == 30
+    out = Path(cfg.output)
+    assert (out / "last.safetensors").is_file()
+    assert (out / "last.ckpt").is_file()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 30
+    assert list((out / "tb").iterdir())  # TensorBoard event file
+
+
+def test_resume_after_an_interruption_continues_exactly(shared_data, tmp_path):
+    cfg_a = config(shared_data, tmp_path / "a", n=6, epochs=2, lr=5e-3)
+    uninterrupted = []
+    Trainer(cfg_a, on_step=lambda r: uninterrupted.append(r["loss"]), quiet=True).run()
+    assert len(uninterrupted) == 6
+
+    cfg_b = config(shared_data, tmp_path / "b", n=6, epochs=2, lr=5e-3)
+    before = []
+
+    def interrupt_after_four(record):
+        before.append(record["loss"])
+        if record["global_step"] == 4:  # mid-way through the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg_b, on_step=interrupt_after_four, quiet=True).run()
+    after = []
+    Trainer(cfg_b, resume=True, on_step=lambda r: after.append(r["loss"]), quiet=True).run()
+    assert before == uninterrupted[:4]
+    assert len(after) == 2
+    assert after[0] == pytest.approx(uninterrupted[4], rel=1e-5)
+    assert after[1] == pytest.approx(uninterrupted[5], rel=1e-5)
+
+
+def test_a_diverging_run_stops_with_a_clear_message(shared_data, tmp_path):
+    cfg = config(shared_data, tmp_path, n=4, epochs=3, lr=1e4, warmup_steps=0)
+    with pytest.raises(TrainingError, match=r"(became (nan|inf)|exploded).*try --lr"):
+        Trainer(cfg, quiet=True).run()
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(shared_data, tmp_path):
+    cfg = config(shared_data, tmp_path, n=2, epochs=1)
+    Trainer(cfg, quiet=True).run()
+    other = config(shared_data, tmp_path, n=2, epochs=2, priors="coco")
+    with pytest.raises(TrainingError, match="model differs"):
+        Trainer(other, resume=True, quiet=True).run()
+    fresh = config(shared_data, tmp_path / "fresh", n=2, epochs=1)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        Trainer(fresh, resume=True, quiet=True).run()
+
+
+def test_config_file_and_command_line(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("epochs: 7\nlr: 0.002\nschedule: cosine\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.epochs, cfg.lr, cfg.schedule, cfg.momentum) == (7, 0.002, "cosine", 0.9)
+    assert cfg.updated({"lr": 0.01}).lr == 0.01
+    path.write_text("epoch: 7\n")
+    with pytest.raises(ConfigError, match="unknown option"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match="schedule must be"):
+        TrainConfig(data="x", schedule="linear").validate()
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, warmup_factor=1 / 3, milestones=[0.5, 0.75])
+    assert lr_at(cfg, 0, 100) == pytest.approx(1 / 3)
+    assert lr_at(cfg, 5, 100) == pytest.approx(2 / 3)
+    assert lr_at(cfg, 10, 100) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 100) == pytest.approx(0.1)
+    assert lr_at(cfg, 80, 100) == pytest.approx(0.01)
+    cos = TrainConfig(lr=1.0, warmup_steps=0, schedule="cosine")
+    assert lr_at(cos, 50, 100) == pytest.approx(0.5)
+    assert lr_at(cos, 100, 100) == pytest.approx(0.0)
+
+
+def run_main(*args, cwd=ROOT, extra_env=None):
+    import os
+
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_train_and_eval_commands(shared_data, tmp_path):
+    split = tiny_split(shared_data, tmp_path, 4)
+    out = tmp_path / "run"
+    r = run_main(
+        "main.py",
+        "train",
+        "--data",
+        shared_data / "raccoon",
+        "--split",
+        split,
+        "--val-data",
+        shared_data / "raccoon",
+        "--val-split",
+        split,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--output",
+        out,
+        "--device",
+        "cpu",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "validation AP50" in r.stdout
+    assert (out / "best.safetensors").is_file()
+    res = tmp_path / "eval.json"
+    r = run_main(
+        "main.py",
+        "eval",
+        out / "best.safetensors",
+        "--data",
+        shared_data / "raccoon",
+        "--split",
+        split,
+        "--json",
+        res,
+        "--workers",
+        "0",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "raccoon" in r.stdout
+    assert "COCO: mAP@[.5:.95]" in r.stdout
+    result = json.loads(res.read_text())
+    assert result["images"] == 4
+    assert 0.0 <= result["voc"]["map"] <= 1.0
+    r = run_main("main.py", "train", "--data", tmp_path / "nowhere", "--output", out)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"error: dataset not found: {tmp_path / 'nowhere'}"
+
+
+def test_distributed_training_runs_two_cpu_processes_to_the_end(shared_data, tmp_path):
+    split = tiny_split(shared_data, tmp_path, 8)
+    out = tmp_path / "ddp"
+    r = run_main(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "main.py",
+        "train",
+        "--data",
+        shared_data / "raccoon",
+        "--split",
+        split,
+        "--val-data",
+        shared_data / "raccoon",
+        "--val-split",
+        split,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--output",
+        out,
+        extra_env={"OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4  # 8 images / 2 processes / 2 per process, 2 epochs
+    assert (out / "best.safetensors").is_file()
+    assert r.stdout.count("done:") == 1  # only rank 0 reports
+    steps = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert sum("loss" in s for s in steps) == 4
+
+
+def test_models_trained_in_parallel_stay_identical(tmp_path):
+    """DDP keeps the replicas equal: a direct check on two gloo processes."""
+    script = tmp_path / "ddp_check.py"
+    script.write_text(
+        "import os, torch, torch.distributed as dist\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from training.model import SSD\nfrom training.spec import make_spec\n"
+        "dist.init_process_group('gloo')\ntorch.manual_seed(0)\n"
+        "m = SSD(make_spec('mobilenet_v2', 'a,b', 'voc'))\n"
+        "net = torch.nn.parallel.DistributedDataParallel(m)\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "torch.manual_seed(1 + dist.get_rank())\n"
+        "loc, conf = net(torch.rand(2, 3, 300, 300) * 255)\n"
+        "(loc.square().mean() + conf.square().mean()).backward(); opt.step()\n"
+        "flat = torch.cat([p.detach().flatten() for p in m.parameters()])\n"
+        "other = [torch.zeros_like(flat) for _ in range(2)]\ndist.all_gather(other, flat)\n"
+        "assert torch.equal(other[0], other[1]); print('same', dist.get_rank())\n"
+    )
+    r = run_main(
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        script,
+        extra_env={"OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(r.stdout.split()) == ["0", "1", "same", "same"]
+
+
+def test_checkpoints_never_hold_pickled_code(shared_data, tmp_path):
+    cfg = config(shared_data, tmp_path, n=2, epochs=1)
+    Trainer(cfg, quiet=True).run()
+    state = torch.load(Path(cfg.output) / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1
+    assert state["global_step"] == 1

@@ -1,0 +1,194 @@
+"""From DetectionData to training batches: image decoding, augmentation, a deterministic
+(and distributed) sampler, and the padded collate.
+
+Randomness is a function of (seed, epoch, index) only, so an epoch is the same whatever the
+number of workers, and a resumed run sees exactly the batches the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from training.augment import Canvas, Resize, SSDAugmentation
+from training.datasets import DataError, DetectionData, Problem
+
+# Decoding at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) is much faster for large photos.
+_REDUCED = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_rgb(path, width: int = 0, height: int = 0, min_side: int = 0) -> np.ndarray:
+    """uint8 [H, W, 3] RGB. With the annotated size and `min_side`, decodes at the largest
+    reduction that keeps the short side >= min_side."""
+    flag = cv2.IMREAD_COLOR
+    short = min(width, height)
+    if min_side and short > 1:
+        for r in (8, 4, 2):
+            if short // r >= min_side:
+                flag = _REDUCED[r]
+                break
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise DataError(f"{path}: unreadable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def check_images(data: DetectionData, workers: int = 8, progress=None) -> DetectionData:
+    """Drops the samples whose image does not decode, recording why (a fast 1/8-scale
+    decode per image, in threads). Returns `data`, changed in place."""
+
+    def ok(sample) -> bool:
+        return cv2.imread(str(sample.image), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(ok, data.samples)
+        if progress is not None:
+            results = progress(results, total=len(data.samples))
+        flags = list(results)
+    bad = [s for s, good in zip(data.samples, flags) if not good]
+    data.problems += [Problem(str(s.image), "unreadable image (skipped)") for s in bad]
+    data.samples = [s for s, good in zip(data.samples, flags) if good]
+    if not data.samples:
+        raise DataError(f"{data.source}: none of the images can be read")
+    return data
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Yields (image uint8 [3, S, S] RGB, boxes float32 [G, 4] normalized xyxy, labels int64
+    [G], key) for a key (epoch, index); the augmentation RNG is seeded with (seed, epoch,
+    index).
+
+    Args:
+        data: the samples.
+        train: the paper's augmentation if True, else a plain resize.
+        size: output side.
+        fill: colour of expand's canvas (the model's mean).
+        keep_difficult: keep VOC 'difficult' boxes for training (dropped by default).
+    """
+
+    def __init__(
+        self,
+        data: DetectionData,
+        train: bool = True,
+        size: int = 300,
+        fill=(123.0, 117.0, 104.0),
+        seed: int = 0,
+        keep_difficult: bool = False,
+    ) -> None:
+        self.samples = data.samples
+        self.transform = SSDAugmentation(size) if train else Resize(size)
+        self.size = size
+        self.fill = fill
+        self.seed = seed
+        self.keep_difficult = keep_difficult
+        # Zoom-in crops need more pixels than a plain resize.
+        self.min_side = 1000 if train else size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int] | int):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        s = self.samples[index]
+        img = read_rgb(s.image, s.width, s.height, self.min_side)
+        h, w = img.shape[:2]
+        keep = np.ones(len(s), dtype=bool) if self.keep_difficult else ~s.difficult
+        boxes = s.boxes[keep] * np.float32([w, h, w, h])
+        labels = s.labels[keep]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        canvas, boxes, labels = self.transform(Canvas(img, self.fill), boxes, labels, rng)
+        pixels = canvas.render()
+        image = torch.from_numpy(np.rint(pixels).astype(np.uint8)).permute(2, 0, 1)
+        boxes = torch.from_numpy(np.asarray(boxes, dtype=np.float32) / self.size)
+        return image, boxes, torch.from_numpy(np.asarray(labels, dtype=np.int64)), index
+
+
+def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Stacks images and pads boxes.
+
+    Returns images uint8 [B, 3, S, S], boxes float32 [B, G, 4], labels int64 [B, G],
+    valid bool [B, G] (False for padding), indices int64 [B].
+    """
+    images, boxes, labels, indices = zip(*batch)
+    b, g = len(images), max((len(x) for x in labels), default=0)
+    out_boxes = torch.zeros(b, g, 4)
+    out_labels = torch.zeros(b, g, dtype=torch.int64)
+    valid = torch.zeros(b, g, dtype=torch.bool)
+    for i, (bx, lb) in enumerate(zip(boxes, labels)):
+        out_boxes[i, : len(lb)] = bx
+        out_labels[i, : len(lb)] = lb
+        valid[i, : len(lb)] = True
+    return torch.stack(images), out_boxes, out_labels, valid, torch.tensor(indices)
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of (epoch, index) keys: a permutation seeded by (seed, epoch), split between
+    distributed ranks (each rank gets the same number of samples), cut into batches.
+
+    Args:
+        start_step: skip this many batches of the first epoch (resuming mid-epoch).
+        min_batch: a last batch smaller than this is dropped (batch norm cannot train on
+            one image: the 1x1 feature map would have a single value per channel).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        epoch: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        min_batch: int = 1,
+    ) -> None:
+        if n < world_size:
+            raise DataError(f"{n} images cannot be split between {world_size} processes")
+        self.n, self.batch_size, self.epoch, self.seed = n, batch_size, epoch, seed
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.start_step = start_step
+        self.min_batch = min_batch
+
+    def indices(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        per_rank = self.n // self.world_size
+        return order[self.rank : per_rank * self.world_size : self.world_size]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n // self.world_size, self.batch_size)
+        return full + (rest >= self.min_batch and rest > 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        idx = self.indices()[: len(self) * self.batch_size]
+        for start in range(self.start_step * self.batch_size, len(idx), self.batch_size):
+            yield [(self.epoch, int(i)) for i in idx[start : start + self.batch_size]]
+
+
+def make_loader(
+    dataset: DetectionDataset,
+    sampler: EpochBatchSampler,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )

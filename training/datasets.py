@@ -1,0 +1,478 @@
+"""Detection datasets: Pascal VOC (devkit layout or a loose folder of XML files), COCO JSON
+and YOLO txt labels, read into one in-memory form.
+
+Boxes are kept as float32 (x1, y1, x2, y2) normalized to [0, 1] by the image size. VOC's
+1-based inclusive pixel coordinates map to the continuous box [xmin - 1, xmax], so IoUs
+computed on it equal the devkit's (xmax - xmin + 1) convention.
+
+Broken data never stops a run silently: every skipped image or box is recorded as a
+Problem (file and reason); `DetectionData.report()` summarizes them, and a dataset with
+nothing usable left raises a DataError.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.errors import SSDError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(SSDError):
+    """A dataset that cannot be read or has nothing usable in it."""
+
+
+@dataclass
+class Sample:
+    """One image and its objects.
+
+    boxes: float32 [G, 4] normalized xyxy; labels: int64 [G], 1..C-1 (0 is background);
+    difficult: bool [G] (VOC's flag: ignored by the VOC metric, excluded from training by
+    default).
+    """
+
+    image: Path
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    width: int = 0
+    height: int = 0
+    image_id: int | str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    reason: str
+
+
+@dataclass
+class DetectionData:
+    """Samples with the class list they are labelled with and what was skipped."""
+
+    samples: list[Sample]
+    class_names: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    source: str = ""
+    format: str = ""
+    # Set for COCO JSON sources: the file, the category id of each label, crowd boxes left out.
+    annotation_file: Path | None = None
+    category_ids: list[int] | None = None
+    crowd_boxes: int = 0
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(int(label) for s in self.samples for label in s.labels)
+        return {name: counts.get(i + 1, 0) for i, name in enumerate(self.class_names)}
+
+    def report(self, limit: int = 10) -> str:
+        """A few lines: what was read, and the first `limit` problems with a count."""
+        lines = [
+            f"{self.source}: {len(self.samples)} images, {self.num_boxes} boxes, "
+            f"{len(self.class_names)} classes ({self.format})"
+        ]
+        if self.problems:
+            lines.append(f"skipped {len(self.problems)} item(s):")
+            lines += [f"  {p.file}: {p.reason}" for p in self.problems[:limit]]
+            if len(self.problems) > limit:
+                lines.append(f"  ... and {len(self.problems) - limit} more")
+        return "\n".join(lines)
+
+
+class _Builder:
+    """Collects samples, checking each box, and keeps the problems."""
+
+    def __init__(self, class_names: Sequence[str] | None, source: str, fmt: str) -> None:
+        self.fixed_classes = class_names is not None
+        self.class_names = list(class_names or [])
+        self.index = {n: i + 1 for i, n in enumerate(self.class_names)}
+        self.samples: list[Sample] = []
+        self.problems: list[Problem] = []
+        self.source = source
+        self.format = fmt
+
+    def label(self, name: str, file: str) -> int | None:
+        if name not in self.index:
+            if self.fixed_classes:
+                self.problems.append(Problem(file, f"unknown class {name!r} (box skipped)"))
+                return None
+            self.class_names.append(name)
+            self.index[name] = len(self.class_names)
+        return self.index[name]
+
+    def add(
+        self,
+        image: Path,
+        boxes: list[tuple[float, float, float, float]],
+        names_or_labels: list,
+        difficult: list[bool],
+        width: float,
+        height: float,
+        file: str,
+        image_id: int | str = "",
+        normalized: bool = False,
+    ) -> None:
+        """Adds one image; boxes in pixels (or normalized) xyxy. Bad boxes are skipped."""
+        if not image.is_file():
+            self.problems.append(Problem(file, f"image not found: {image}"))
+            return
+        if not normalized and (width <= 0 or height <= 0):
+            self.problems.append(Problem(file, f"invalid image size {width}x{height}"))
+            return
+        keep_boxes, keep_labels, keep_diff = [], [], []
+        for k, (box, lab, diff) in enumerate(zip(boxes, names_or_labels, difficult)):
+            label = self.label(lab, file) if isinstance(lab, str) else lab
+            if label is None:
+                continue
+            b = np.asarray(box, dtype=np.float64)
+            if not normalized:
+                b = b / [width, height, width, height]
+            if not np.all(np.isfinite(b)):
+                self.problems.append(Problem(file, f"box {k}: not a number {box}"))
+                continue
+            if b[2] <= 0 or b[3] <= 0 or b[0] >= 1 or b[1] >= 1:
+                self.problems.append(Problem(file, f"box {k} {list(box)}: outside the image"))
+                continue
+            b = np.clip(b, 0.0, 1.0)
+            if b[2] - b[0] <= 1e-6 or b[3] - b[1] <= 1e-6:
+                self.problems.append(Problem(file, f"box {k} {list(box)}: zero area"))
+                continue
+            keep_boxes.append(b)
+            keep_labels.append(label)
+            keep_diff.append(bool(diff))
+        self.samples.append(
+            Sample(
+                image=image,
+                boxes=np.asarray(keep_boxes, dtype=np.float32).reshape(-1, 4),
+                labels=np.asarray(keep_labels, dtype=np.int64),
+                difficult=np.asarray(keep_diff, dtype=bool),
+                width=int(width),
+                height=int(height),
+                image_id=image_id,
+            )
+        )
+
+    def finish(self) -> DetectionData:
+        if not self.samples:
+            first = f"; first problem: {self.problems[0].file}: {self.problems[0].reason}"
+            raise DataError(
+                f"{self.source}: no usable images"
+                + (f" ({len(self.problems)} problems{first})" if self.problems else "")
+            )
+        if not self.fixed_classes:
+            # Classes discovered from the data: a stable, sorted order.
+            order = sorted(self.class_names)
+            remap = np.zeros(len(order) + 1, dtype=np.int64)
+            for new, name in enumerate(order):
+                remap[self.index[name]] = new + 1
+            for s in self.samples:
+                s.labels = remap[s.labels]
+            self.class_names = order
+        return DetectionData(
+            self.samples, self.class_names, self.problems, self.source, self.format
+        )
+
+
+# ------------------------------------------------------------------------------ VOC
+
+
+def _voc_objects(xml_path: Path) -> tuple[str, float, float, list, list, list]:
+    """filename, width, height, boxes (pixel xyxy, continuous), names, difficult flags."""
+    root = ET.parse(xml_path).getroot()
+    size = root.find("size")
+    w = float(size.findtext("width", "0")) if size is not None else 0.0
+    h = float(size.findtext("height", "0")) if size is not None else 0.0
+    boxes, names, diff = [], [], []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        name = (obj.findtext("name") or "").strip()
+        if bb is None:
+            continue
+        coords = [bb.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")]
+        try:
+            x1, y1, x2, y2 = (float(c) for c in coords)
+        except (TypeError, ValueError):
+            x1 = y1 = x2 = y2 = float("nan")
+        boxes.append((x1 - 1, y1 - 1, x2, y2))
+        names.append(name)
+        diff.append((obj.findtext("difficult") or "0").strip() == "1")
+    return (root.findtext("filename") or "").strip(), w, h, boxes, names, diff
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return 0, 0
+    return img.shape[1], img.shape[0]
+
+
+def _add_voc_xml(b: _Builder, xml_path: Path, image_dirs: Sequence[Path], stem: str | None = None):
+    try:
+        filename, w, h, boxes, names, diff = _voc_objects(xml_path)
+    except (ET.ParseError, OSError) as e:
+        b.problems.append(Problem(str(xml_path), f"unreadable annotation ({e})"))
+        return
+    candidates = [d / filename for d in image_dirs if filename]
+    if stem:
+        candidates += [d / (stem + ext) for d in image_dirs for ext in IMAGE_EXTENSIONS]
+    image = next((c for c in candidates if c.is_file()), candidates[0] if candidates else None)
+    if image is None:
+        b.problems.append(Problem(str(xml_path), "no <filename> and no image found"))
+        return
+    if (w <= 0 or h <= 0) and image.is_file():
+        w, h = _image_size(image)
+    b.add(image, boxes, names, diff, w, h, str(xml_path), image_id=image.stem)
+
+
+def load_voc_devkit(root: Path, split: str = "trainval", class_names=None) -> DetectionData:
+    """VOCdevkit: `root` holds VOC2007/VOC2012 (or is one of them); `split` is 'trainval',
+    'test', ... for every year found, or 'VOC2007/trainval+VOC2012/trainval'."""
+    years = (
+        [root]
+        if (root / "Annotations").is_dir()
+        else sorted(d for d in root.iterdir() if d.is_dir() and (d / "Annotations").is_dir())
+    )
+    parts = []
+    for item in split.split("+"):
+        if "/" in item:
+            year, name = item.split("/", 1)
+            parts += [(d, name) for d in years if d.name == year]
+            if not any(d.name == year for d in years):
+                raise DataError(f"{root}: no {year} folder with Annotations")
+        else:
+            parts += [(d, item) for d in years]
+    b = _Builder(class_names, str(root), "VOC devkit")
+    for year_dir, name in parts:
+        list_file = year_dir / "ImageSets" / "Main" / f"{name}.txt"
+        if not list_file.is_file():
+            raise DataError(f"split file not found: {list_file}")
+        for line in list_file.read_text().split():
+            xml = year_dir / "Annotations" / f"{line}.xml"
+            if not xml.is_file():
+                b.problems.append(Problem(str(xml), "annotation missing"))
+                continue
+            _add_voc_xml(b, xml, [year_dir / "JPEGImages"], stem=line)
+    return b.finish()
+
+
+def _read_list(path: Path) -> list[str]:
+    """Image names from a text file (one per line) or a CSV with a filename/image column."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows:
+            return []
+        col = next((c for c in ("filename", "file_name", "image", "name") if c in rows[0]), None)
+        if col is None:
+            raise DataError(f"{path}: no filename column (have: {', '.join(rows[0])})")
+        names = [r[col] for r in rows]
+    else:
+        names = text.split()
+    return list(dict.fromkeys(Path(n.strip()).stem for n in names if n.strip()))
+
+
+def load_voc_folder(root: Path, split: str | None = None, class_names=None) -> DetectionData:
+    """A loose folder of VOC XML files (in `root` or `root/annotations`), images beside them
+    or in `root/images` / `root/JPEGImages`; `split` is an optional list file (.txt names
+    or .csv with a filename column), relative to `root` or absolute."""
+    ann_dir = next((d for d in (root / "annotations", root / "Annotations") if d.is_dir()), root)
+    image_dirs = [d for d in (root / "images", root / "JPEGImages", ann_dir, root) if d.is_dir()]
+    xmls = {p.stem: p for p in sorted(ann_dir.glob("*.xml"))}
+    b = _Builder(class_names, str(root), "VOC folder")
+    if split:
+        list_path = Path(split) if Path(split).is_absolute() else root / split
+        if not list_path.is_file():
+            raise DataError(f"split list not found: {list_path}")
+        stems = _read_list(list_path)
+        b.source = f"{root} ({list_path.name})"
+    else:
+        stems = list(xmls)
+    for stem in stems:
+        if stem not in xmls:
+            b.problems.append(Problem(f"{ann_dir / stem}.xml", "annotation missing"))
+            continue
+        _add_voc_xml(b, xmls[stem], image_dirs, stem=stem)
+    return b.finish()
+
+
+# ------------------------------------------------------------------------------ COCO
+
+
+def load_coco(annotations: Path, images: Path | None = None, class_names=None) -> DetectionData:
+    """COCO JSON. Category ids map to contiguous labels in id order (or to `class_names` by
+    name); crowd boxes are left out. Images are looked up in `images`, or beside the JSON's
+    folder (`<root>/<name>`, `<root>/images/<name>` for instances_<name>.json)."""
+    try:
+        d = json.loads(annotations.read_text(encoding="utf-8"))
+        cats = sorted(d["categories"], key=lambda c: c["id"])
+        imgs = d["images"]
+        anns = d.get("annotations", [])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{annotations}: not a COCO annotation file ({e!r})") from None
+    if images is None:
+        split = annotations.stem.split("_", 1)[-1]
+        root = annotations.parent.parent
+        images = next(
+            (p for p in (root / split, root / "images" / split, root / "images") if p.is_dir()),
+            root / split,
+        )
+    names = {c["id"]: c["name"] for c in cats}
+    b = _Builder(
+        class_names if class_names is not None else [c["name"] for c in cats],
+        str(annotations),
+        "COCO",
+    )
+    by_image: dict[int, list[dict]] = {}
+    crowd = 0
+    for a in anns:
+        if a.get("iscrowd", 0):
+            crowd += 1
+            continue
+        by_image.setdefault(a["image_id"], []).append(a)
+    for img in imgs:
+        objs = by_image.get(img["id"], [])
+        boxes, labels = [], []
+        for a in objs:
+            x, y, w, h = a["bbox"]
+            boxes.append((x, y, x + w, y + h))
+            labels.append(names.get(a["category_id"], f"category {a['category_id']}"))
+        b.add(
+            images / img["file_name"],
+            boxes,
+            labels,
+            [False] * len(boxes),
+            img.get("width", 0),
+            img.get("height", 0),
+            img["file_name"],
+            image_id=img["id"],
+        )
+    data = b.finish()
+    data.crowd_boxes = crowd
+    data.annotation_file = annotations
+    # COCO category id of each label, for scoring against the original file.
+    by_name = {c["name"]: c["id"] for c in cats}
+    data.category_ids = [by_name.get(n, 0) for n in data.class_names]
+    return data
+
+
+# ------------------------------------------------------------------------------ YOLO
+
+
+def _yolo_names(yaml_path: Path) -> list[str]:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{yaml_path}: unreadable ({e})") from None
+    names = cfg.get("names")
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names)]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise DataError(f"{yaml_path}: no 'names' class list")
+
+
+def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> DetectionData:
+    """YOLO layout: `data_yaml` names the classes and the image folder of each split
+    (`train:`, `val:`, relative to its `path:`); labels are the matching `labels/` files
+    with one `class cx cy w h` (normalized) line per box."""
+    import yaml
+
+    cfg = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
+    yolo_names = _yolo_names(data_yaml)
+    if split not in cfg:
+        raise DataError(f"{data_yaml}: no split {split!r} (have: {', '.join(map(str, cfg))})")
+    base = Path(cfg.get("path") or ".")
+    base = base if base.is_absolute() else data_yaml.parent / base
+    image_dir = base / str(cfg[split])
+    if not image_dir.is_dir():
+        raise DataError(f"{data_yaml}: image folder of split {split!r} not found: {image_dir}")
+    b = _Builder(class_names if class_names is not None else yolo_names, str(data_yaml), "YOLO")
+    parts = image_dir.parts
+    label_dir = Path(*parts[:-2], "labels", parts[-1]) if parts[-2] == "images" else image_dir
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+        label_file = label_dir / (image.stem + ".txt")
+        boxes, labels = [], []
+        if label_file.is_file():
+            for n, line in enumerate(label_file.read_text().splitlines(), 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                try:
+                    cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:5])
+                    if len(fields) < 5:
+                        raise ValueError
+                except ValueError:
+                    b.problems.append(Problem(f"{label_file}:{n}", f"malformed line {line!r}"))
+                    continue
+                if not 0 <= cls < len(yolo_names):
+                    b.problems.append(
+                        Problem(f"{label_file}:{n}", f"class id {cls} not in data.yaml")
+                    )
+                    continue
+                boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+                labels.append(yolo_names[cls])
+        b.add(
+            image,
+            boxes,
+            labels,
+            [False] * len(boxes),
+            1,
+            1,
+            str(label_file),
+            image_id=image.stem,
+            normalized=True,
+        )
+    return b.finish()
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+
+def load_dataset(
+    path: str | Path, split: str | None = None, class_names: Sequence[str] | None = None
+) -> DetectionData:
+    """Reads a dataset, recognizing its format:
+
+    - `*.yaml` / `*.yml`: YOLO data.yaml (split: 'train', 'val', ...; default 'val');
+    - `*.json`: COCO annotations (split: the image folder, default found from the name);
+    - a folder with VOC2007/VOC2012 or Annotations + ImageSets: VOC devkit (split:
+      'trainval', 'test', 'VOC2007/trainval+VOC2012/trainval'; default 'trainval');
+    - another folder with XML files (or an annotations/ subfolder): loose VOC (split: a
+      .txt or .csv list of image names, default every XML file).
+    With `class_names`, labels follow that list and other classes are reported and skipped.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"dataset not found: {p}")
+    names = list(class_names) if class_names is not None else None
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return load_yolo(p, split or "val", names)
+    if p.suffix.lower() == ".json":
+        return load_coco(p, Path(split) if split else None, names)
+    if p.is_dir():
+        is_devkit = (p / "Annotations").is_dir() and (p / "ImageSets").is_dir()
+        if is_devkit or any((p / y / "Annotations").is_dir() for y in ("VOC2007", "VOC2012")):
+            return load_voc_devkit(p, split or "trainval", names)
+        if (p / "data.yaml").is_file():
+            return load_yolo(p / "data.yaml", split or "val", names)
+        return load_voc_folder(p, split, names)
+    raise DataError(f"{p}: not a dataset (expected a folder, a data.yaml or a COCO .json)")

@@ -1,0 +1,202 @@
+"""Detection metrics: Pascal VOC AP (VOC2007 11-point and VOC2010+ all-point) and COCO
+mAP through pycocotools.
+
+Detections and ground truths are per image, boxes in normalized xyxy (IoU does not change
+under per-axis scaling, and the datasets keep VOC boxes as [xmin - 1, xmax], so these IoUs
+are the devkit's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.augment import box_iou_np
+from training.datasets import DetectionData
+
+
+@dataclass
+class ImageDetections:
+    """boxes float [K, 4] normalized xyxy; scores [K]; labels int [K] (1..C-1)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = False) -> float:
+    """AP from a precision/recall curve, as the VOC devkit computes it.
+
+    VOC2007: mean of the interpolated precision at recall 0, 0.1, ..., 1 (11 points).
+    VOC2010+: area under the interpolated (monotonically decreasing) precision curve.
+    """
+    if use_07_metric:
+        return float(
+            np.mean(
+                [
+                    precision[recall >= t].max() if np.any(recall >= t) else 0.0
+                    for t in np.linspace(0, 1, 11)
+                ]
+            )
+        )
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def voc_evaluate(
+    detections: Sequence[ImageDetections],
+    data: DetectionData,
+    iou_threshold: float = 0.5,
+) -> dict:
+    """Per-class AP (both metrics) and their means over the classes that have objects.
+
+    As the devkit: per class, detections of all images by descending score; each takes the
+    ground truth it overlaps most; with IoU > threshold it is a true positive if that truth
+    is not taken yet, a false positive if it is (a duplicate), and ignored if the truth is
+    'difficult'. Below the threshold it is a false positive. Recall counts the
+    non-difficult truths.
+    """
+    if len(detections) != len(data.samples):
+        raise ValueError("one ImageDetections per sample is needed")
+    per_class = []
+    for c, name in enumerate(data.class_names, start=1):
+        gts = [(s.boxes[s.labels == c], s.difficult[s.labels == c]) for s in data.samples]
+        npos = int(sum((~d).sum() for _, d in gts))
+        img_ids, scores, boxes = [], [], []
+        for i, det in enumerate(detections):
+            m = det.labels == c
+            img_ids += [i] * int(m.sum())
+            scores.append(det.scores[m])
+            boxes.append(det.boxes[m])
+        scores = np.concatenate(scores) if scores else np.zeros(0)
+        boxes = np.concatenate(boxes).reshape(-1, 4) if boxes else np.zeros((0, 4))
+        order = np.argsort(-scores, kind="stable")
+        img_ids = np.asarray(img_ids, dtype=np.int64)[order]
+        boxes = boxes[order]
+        taken = [np.zeros(len(g), dtype=bool) for g, _ in gts]
+        tp = np.zeros(len(order))
+        fp = np.zeros(len(order))
+        for k, (i, box) in enumerate(zip(img_ids, boxes)):
+            g, diff = gts[i]
+            if len(g) == 0:
+                fp[k] = 1
+                continue
+            ious = box_iou_np(box[None].astype(np.float64), g.astype(np.float64))[0]
+            j = int(ious.argmax())
+            if ious[j] > iou_threshold:
+                if diff[j]:
+                    continue
+                if not taken[i][j]:
+                    tp[k], taken[i][j] = 1, True
+                else:
+                    fp[k] = 1
+            else:
+                fp[k] = 1
+        tp, fp = np.cumsum(tp), np.cumsum(fp)
+        recall = tp / max(npos, 1)
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        per_class.append(
+            {
+                "class": name,
+                "ground_truths": npos,
+                "detections": len(order),
+                "ap": voc_ap(recall, precision) if npos else float("nan"),
+                "ap_07": voc_ap(recall, precision, use_07_metric=True) if npos else float("nan"),
+            }
+        )
+    with_objects = [r for r in per_class if r["ground_truths"] > 0]
+    return {
+        "iou_threshold": iou_threshold,
+        "per_class": per_class,
+        "map": float(np.mean([r["ap"] for r in with_objects])) if with_objects else 0.0,
+        "map_07": float(np.mean([r["ap_07"] for r in with_objects])) if with_objects else 0.0,
+    }
+
+
+COCO_STATS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
+
+
+def coco_evaluate(detections: Sequence[ImageDetections], data: DetectionData) -> dict:
+    """COCO mAP@[.5:.95], AP50, AP75 and the size breakdowns, through pycocotools.
+
+    A dataset read from COCO JSON is scored against that file (crowd regions included, as
+    the official evaluation does); other datasets against their own boxes, in pixels.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cat_ids = getattr(data, "category_ids", None) or list(range(1, len(data.class_names) + 1))
+    ann_file = getattr(data, "annotation_file", None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        if ann_file:
+            gt = COCO(str(ann_file))
+            image_ids = [s.image_id for s in data.samples]
+        else:
+            gt = COCO()
+            gt.dataset = _coco_ground_truth(data)
+            gt.createIndex()
+            image_ids = list(range(len(data.samples)))
+    results = []
+    for img_id, s, det in zip(image_ids, data.samples, detections):
+        scale = np.array([s.width, s.height, s.width, s.height], dtype=np.float64)
+        for box, score, label in zip(det.boxes * scale, det.scores, det.labels):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append(
+                {
+                    "image_id": img_id,
+                    "category_id": cat_ids[int(label) - 1],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
+    if not results:
+        return dict.fromkeys(COCO_STATS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(COCO_STATS, ev.stats)}
+
+
+def _coco_ground_truth(data: DetectionData) -> dict:
+    images, anns = [], []
+    for i, s in enumerate(data.samples):
+        images.append({"id": i, "width": s.width, "height": s.height})
+        scale = np.array([s.width, s.height, s.width, s.height], dtype=np.float64)
+        for box, label, diff in zip(s.boxes * scale, s.labels, s.difficult):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(label),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(diff),
+                }
+            )
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(data.class_names)]
+    return {"images": images, "annotations": anns, "categories": cats}

@@ -1,0 +1,208 @@
+"""The train and eval commands of main.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from training.train import TrainConfig
+
+# Command-line options of `train` that map onto TrainConfig fields (None: not given).
+_TRAIN_OPTIONS = [
+    ("--data", str, "training data: a VOC folder or devkit, a YOLO data.yaml or a COCO .json"),
+    ("--split", str, "VOC list file (.txt/.csv) or devkit split, YOLO split name, COCO images"),
+    ("--val-data", str, "validation data (same kinds as --data); validates every epoch"),
+    ("--val-split", str, "split of the validation data"),
+    ("--output", str, "run folder for checkpoints, weights and logs (default runs/train)"),
+    ("--weights", str, "start from this weights file (its classes and default boxes)"),
+    ("--backbone", str, "backbone of a new model: vgg16, vgg16_bn, mobilenet_v2 (default)"),
+    ("--classes", str, "classes of a new model (default: those of the training data)"),
+    ("--priors", str, "default-box preset of a new model (default voc)"),
+    ("--backbone-weights", str, "ImageNet weights of the backbone (torchvision .pth)"),
+    ("--epochs", int, "epochs (default 120)"),
+    ("--batch-size", int, "images per step over all processes (default 32)"),
+    ("--lr", float, "base learning rate (default 1e-3)"),
+    ("--momentum", float, "SGD momentum (default 0.9)"),
+    ("--weight-decay", float, "weight decay (default 5e-4)"),
+    ("--warmup-steps", int, "linear warm-up steps from lr/3 (default 500)"),
+    ("--schedule", str, "step (x0.1 at 2/3 and 5/6 of the epochs, default) or cosine"),
+    ("--device", str, "auto (default: cuda if available), cpu, cuda, cuda:N"),
+    ("--workers", int, "data-loading processes (default: CPUs - 1, at most 8)"),
+    ("--seed", int, "seed of initialization, shuffling and augmentation (default 0)"),
+    ("--eval-every", int, "validate every N epochs (default 1, 0: never)"),
+    ("--checkpoint-minutes", float, "minutes between mid-epoch checkpoints (default 10)"),
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an SSD300 on VOC, COCO or YOLO-format data",
+        description="Train SSD300 with the paper's recipe (SGD, augmentation, hard negative "
+        "mining). Options come from --config (YAML, the option names with _ for -) and then "
+        "the command line. Ctrl-C or SIGTERM saves a checkpoint; --resume continues exactly "
+        "where the run stopped. The run folder gets last.ckpt, best.safetensors (best "
+        "validation AP50), last.safetensors, log.jsonl, summary.json and TensorBoard logs.",
+    )
+    p.add_argument("--config", type=Path, help="YAML file of options")
+    for flag, typ, text in _TRAIN_OPTIONS:
+        p.add_argument(flag, type=typ, default=None, help=text)
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision (default: on with CUDA)",
+    )
+    p.add_argument("--no-pretrained", action="store_true", help="random backbone")
+    p.add_argument("--keep-difficult", action="store_true", help="train on VOC difficult boxes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="measure a weights file's mAP on a dataset",
+        description="Detect on every image of a dataset and print per-class AP (VOC2007 "
+        "11-point and VOC2010+ all-point at IoU 0.5, difficult boxes ignored) and the COCO "
+        "metrics (mAP@[.5:.95], AP50, AP75, small/medium/large).",
+    )
+    p.add_argument("weights", type=Path, help=".safetensors weights file")
+    p.add_argument("--data", required=True, help="dataset (same kinds as train --data)")
+    p.add_argument("--split", help="split of the dataset")
+    p.add_argument("--json", type=Path, help="write the results to this JSON file")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.01,
+        help="lowest score kept (default 0.01, as the paper's evaluation)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--no-coco", action="store_true", help="skip the COCO metrics")
+    p.set_defaults(func=cmd_eval)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    given = {}
+    for flag, _, _ in _TRAIN_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.amp is not None:
+        given["amp"] = args.amp
+    if args.no_pretrained:
+        given["pretrained"] = False
+    if args.keep_difficult:
+        given["keep_difficult"] = True
+    return cfg.updated(given)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import Trainer
+
+    cfg = config_from_args(args)
+    summary = Trainer(cfg, resume=args.resume).run()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    print(
+        f"done: {summary['epochs']} epochs, {summary['steps']} steps in "
+        f"{summary['train_seconds'] / 60:.1f} min, {summary['images_per_s']} images/s, "
+        f"data wait {summary['data_wait_share']:.0%} of step time"
+    )
+    if summary["best_ap50"] is not None:
+        print(
+            f"best validation AP50 (VOC all-point): {summary['best_ap50']:.4f} "
+            f"-> {summary['best_weights']}"
+        )
+    print(f"last weights: {summary['weights']}")
+    return 0
+
+
+def evaluate_weights(
+    weights: Path,
+    data_path: str,
+    split: str | None = None,
+    batch_size=16,
+    device="auto",
+    score_threshold=0.01,
+    workers=2,
+    coco=True,
+) -> dict:
+    """Runs a weights file over a dataset; returns {'voc': ..., 'coco': ..., ...}."""
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from training.data import DetectionDataset, EpochBatchSampler, check_images, make_loader
+    from training.datasets import load_dataset
+    from training.evaluate import ImageDetections, coco_evaluate, voc_evaluate
+    from training.postprocess import PostProcessor
+    from training.train import pick_device
+    from training.weights import load_detector
+
+    dev = pick_device(device)
+    model = load_detector(weights, device=dev)
+    data = check_images(load_dataset(data_path, split, list(model.spec.class_names)))
+    print(data.report())
+    post = PostProcessor(model.coder, score_threshold=score_threshold)
+    ds = DetectionDataset(data, train=False, fill=model.spec.mean)
+    loader = make_loader(ds, EpochBatchSampler(len(ds), batch_size, shuffle=False), workers)
+    dets: list = [None] * len(ds)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for images, _, _, _, idx in tqdm(loader, desc="detecting", unit="batch"):
+            loc, conf = model(images.to(dev).float())
+            for i, d in zip(idx.tolist(), post(loc, conf, model.priors)):
+                dets[i] = ImageDetections(
+                    d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()
+                )
+    seconds = time.perf_counter() - t
+    result = {
+        "weights": str(weights),
+        "data": data.source,
+        "images": len(data.samples),
+        "boxes": data.num_boxes,
+        "seconds": round(seconds, 2),
+        "voc": voc_evaluate(dets, data),
+    }
+    if coco:
+        result["coco"] = coco_evaluate(dets, data)
+    return result
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    r = evaluate_weights(
+        args.weights,
+        args.data,
+        args.split,
+        args.batch_size,
+        args.device,
+        args.score_threshold,
+        args.workers,
+        coco=not args.no_coco,
+    )
+    voc = r["voc"]
+    width = max(12, *(len(c["class"]) for c in voc["per_class"]))
+    print(f"{'class':<{width}}  {'objects':>7}  {'dets':>6}  {'AP VOC07':>8}  {'AP all-pt':>9}")
+    for c in voc["per_class"]:
+        print(
+            f"{c['class']:<{width}}  {c['ground_truths']:>7}  {c['detections']:>6}  "
+            f"{c['ap_07']:>8.4f}  {c['ap']:>9.4f}"
+        )
+    print(f"{'mean':<{width}}  {'':>7}  {'':>6}  {voc['map_07']:>8.4f}  {voc['map']:>9.4f}")
+    if "coco" in r:
+        c = r["coco"]
+        print(
+            f"COCO: mAP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
+            f"small {c['AP_small']:.4f}  medium {c['AP_medium']:.4f}  large {c['AP_large']:.4f}"
+        )
+    print(f"{r['images']} images in {r['seconds']:.1f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(r, indent=2, default=float))
+        print(f"results: {args.json}")
+    return 0

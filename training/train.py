@@ -1,0 +1,607 @@
+"""The training loop: SGD with warm-up and a step or cosine schedule, AMP on CUDA,
+DistributedDataParallel under torchrun, atomic checkpoints with exact resume, validation
+mAP with a best-weights file, a progress bar, TensorBoard and a NaN/explosion guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.errors import ConfigError, SSDError
+
+CHECKPOINT_FORMAT = "ssd300-train-checkpoint-1"
+
+
+class TrainingError(SSDError):
+    """Training cannot go on (diverged loss, incompatible checkpoint, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; a YAML file and the command line set these by name."""
+
+    data: str = ""
+    split: str | None = None
+    val_data: str | None = None
+    val_split: str | None = None
+    output: str = "runs/train"
+    # The model: a weights file to start from, or a new one (see `main.py create`).
+    weights: str | None = None
+    backbone: str = "mobilenet_v2"
+    classes: str | None = None  # default: the classes of the training data
+    priors: str = "voc"
+    backbone_weights: str | None = None
+    pretrained: bool = True
+    # Optimization (the paper's SGD).
+    epochs: int = 120
+    batch_size: int = 32
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 500
+    warmup_factor: float = 1 / 3
+    schedule: str = "step"  # 'step' or 'cosine'
+    milestones: list[float] = field(default_factory=lambda: [2 / 3, 5 / 6])  # of the epochs
+    gamma: float = 0.1
+    # Runtime.
+    device: str = "auto"
+    amp: bool | None = None  # default: on for CUDA
+    workers: int = -1  # -1: min(8, CPUs - 1)
+    seed: int = 0
+    keep_difficult: bool = False
+    augment: bool = True  # the paper's augmentation; off: plain resize (for debugging)
+    eval_every: int = 1  # epochs; 0 turns validation off
+    checkpoint_minutes: float = 10.0  # also at every epoch end and on Ctrl-C / SIGTERM
+    log_every: int = 10  # steps between TensorBoard points
+    explode_factor: float = 100.0  # loss over this x its recent median stops the run
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        import yaml
+
+        try:
+            d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a mapping of option: value")
+        return cls().updated(d, source=str(path))
+
+    def updated(self, values: dict[str, Any], source: str = "options") -> TrainConfig:
+        names = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **values)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("no training data: give --data (a folder, data.yaml or COCO .json)")
+        if self.schedule not in ("step", "cosine"):
+            raise ConfigError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("lr must be positive")
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of a global step: linear warm-up from warmup_factor x lr, then
+    step decay (x gamma at each milestone fraction) or a cosine to zero."""
+    warm = 1.0
+    if step < cfg.warmup_steps:
+        a = step / max(cfg.warmup_steps, 1)
+        warm = cfg.warmup_factor * (1 - a) + a
+    progress = step / max(total_steps, 1)
+    if cfg.schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    else:
+        decay = cfg.gamma ** sum(progress >= m for m in cfg.milestones)
+    return cfg.lr * warm * decay
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
+    if name != "cpu":
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return torch.device("cpu")
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+
+
+class _StopRequested(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Runs a TrainConfig. `run()` returns a summary dict.
+
+    Files in cfg.output: last.ckpt (resume), last.safetensors and best.safetensors
+    (self-describing weights), config.yaml, log.jsonl (one line per step and per
+    evaluation), tb/ (TensorBoard).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: bool = False,
+        on_step: Callable[[dict], None] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.resume = resume
+        self.on_step = on_step
+        self.quiet = quiet
+        self.rank, self.world, self.local_rank = _dist_info()
+        self.main = self.rank == 0
+        self.out = Path(cfg.output)
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _log(self, msg: str) -> None:
+        if self.main and not self.quiet:
+            print(msg, flush=True)
+
+    def _build(self) -> None:
+        from training.data import DetectionDataset, check_images
+        from training.datasets import load_dataset
+        from training.weights import load_detector
+
+        cfg = self.cfg
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = pick_device(cfg.device, self.local_rank)
+        self.amp = (self.device.type == "cuda") if cfg.amp is None else bool(cfg.amp)
+        if self.amp and self.device.type != "cuda":
+            raise ConfigError("mixed precision (--amp) needs a CUDA device")
+        torch.manual_seed(cfg.seed)
+
+        # Model first when it fixes the classes, else classes from the data.
+        if cfg.weights:
+            model = load_detector(cfg.weights)
+            class_names = list(model.spec.class_names)
+        else:
+            model = None
+            class_names = None
+            if cfg.classes:
+                from training.spec import load_class_names
+
+                class_names = load_class_names(cfg.classes)
+        train_data = load_dataset(cfg.data, cfg.split, class_names)
+        workers = cfg.workers if cfg.workers >= 0 else max(0, min(8, (os.cpu_count() or 1) - 1))
+        check_images(train_data, workers=max(workers, 2))
+        self._log(train_data.report())
+        if model is None:
+            model = self._new_model(train_data.class_names)
+        self.spec = model.spec
+        self.val_data = None
+        if cfg.val_data and cfg.eval_every > 0:
+            self.val_data = check_images(
+                load_dataset(cfg.val_data, cfg.val_split, list(self.spec.class_names)),
+                workers=max(workers, 2),
+            )
+            self._log(self.val_data.report())
+        self.train_data = train_data
+        self.workers = workers
+        if cfg.batch_size % self.world:
+            raise ConfigError(
+                f"batch size {cfg.batch_size} does not split over {self.world} processes"
+            )
+        self.batch_per_rank = cfg.batch_size // self.world
+        min_batch = 2 if self.spec.backbone != "vgg16" else 1
+        if self.batch_per_rank < min_batch:
+            raise ConfigError(
+                f"{self.spec.backbone} has batch norm: it needs at least 2 images per process "
+                f"and step (batch size {cfg.batch_size} over {self.world} process(es))"
+            )
+        self.min_batch = min_batch
+        self.dataset = DetectionDataset(
+            train_data,
+            train=cfg.augment,
+            fill=self.spec.mean,
+            seed=cfg.seed,
+            keep_difficult=cfg.keep_difficult,
+        )
+        self.model = model.to(self.device)
+        self.net = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        decay, no_decay = [], []
+        for _name, p in self.model.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        from training.loss import MultiBoxLoss
+        from training.matcher import SSDMatcher
+
+        self.loss_fn = MultiBoxLoss()
+        self.matcher = SSDMatcher()
+        self.steps_per_epoch = len(self._sampler(0))
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+    def _sampler(self, epoch: int, start_step: int = 0):
+        from training.data import EpochBatchSampler
+
+        return EpochBatchSampler(
+            len(self.dataset),
+            self.batch_per_rank,
+            epoch,
+            self.cfg.seed,
+            rank=self.rank,
+            world_size=self.world,
+            start_step=start_step,
+            min_batch=self.min_batch,
+        )
+
+    def _new_model(self, class_names: list[str]):
+        from training.importers import (
+            import_torchvision_mobilenet_v2,
+            import_torchvision_vgg16,
+            mobilenet_v2_imagenet_path,
+            read_checkpoint,
+        )
+        from training.model import SSD
+        from training.spec import make_spec
+
+        cfg = self.cfg
+        if cfg.pretrained and cfg.backbone == "mobilenet_v2":
+            path = cfg.backbone_weights or mobilenet_v2_imagenet_path()
+            return import_torchvision_mobilenet_v2(
+                read_checkpoint(path), class_names, cfg.priors, source=str(path)
+            )
+        if cfg.pretrained and cfg.backbone == "vgg16" and cfg.backbone_weights:
+            return import_torchvision_vgg16(
+                read_checkpoint(cfg.backbone_weights),
+                class_names,
+                cfg.priors,
+                source=cfg.backbone_weights,
+            )
+        if cfg.pretrained and cfg.backbone == "vgg16":
+            self._log("note: VGG16 starts from random weights (no --backbone-weights)")
+        return SSD(make_spec(cfg.backbone, class_names, cfg.priors))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, epoch: int, step_in_epoch: int, global_step: int, best: float) -> None:
+        if not self.main:
+            return
+        from training.weights import atomic_write
+
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "spec": self.spec.to_json(),
+            "config": json.dumps(dataclasses.asdict(self.cfg)),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "best_map": best,
+            "rng": rng_state(),
+        }
+        atomic_write(self.out / "last.ckpt", lambda tmp: torch.save(state, tmp))
+        self._last_checkpoint_time = time.monotonic()
+
+    def _restore(self) -> tuple[int, int, int, float]:
+        path = self.out / "last.ckpt"
+        if not path.is_file():
+            raise TrainingError(f"nothing to resume: {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets one message
+            raise TrainingError(f"{path}: unreadable checkpoint ({e})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(f"{path}: not a checkpoint of this trainer")
+        if state["spec"] != self.spec.to_json():
+            raise TrainingError(
+                f"{path}: the checkpoint's model differs from this run's (other classes, "
+                "backbone or default boxes); resume with the options of the original run"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        return state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"]
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        from training.data import DetectionDataset, EpochBatchSampler, make_loader
+        from training.evaluate import ImageDetections, voc_evaluate
+
+        self.model.eval()
+        ds = DetectionDataset(self.val_data, train=False, fill=self.spec.mean)
+        sampler = EpochBatchSampler(len(ds), 16, shuffle=False)
+        dets: list = [None] * len(ds)
+        for images, _, _, _, idx in make_loader(ds, sampler, workers=min(self.workers, 4)):
+            out = self.model.detect(images.to(self.device).float())
+            for i, d in zip(idx.tolist(), out):
+                dets[i] = ImageDetections(
+                    d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()
+                )
+        self.model.train()
+        return voc_evaluate(dets, self.val_data)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        from training.data import make_loader
+        from training.matcher import encode_targets
+        from training.weights import save_detector
+
+        self._build()
+        cfg = self.cfg
+        epoch, start_step, global_step, best = 0, 0, 0, -1.0
+        if self.resume:
+            epoch, start_step, global_step, best = self._restore()
+            if start_step >= self.steps_per_epoch:
+                epoch, start_step = epoch + 1, 0
+            self._log(
+                f"resumed from {self.out / 'last.ckpt'}: epoch {epoch + 1}, step {start_step}"
+            )
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            (self.out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+        writer = self._tensorboard()
+        log = open(self.out / "log.jsonl", "a", encoding="utf-8") if self.main else None  # noqa: SIM115
+        self._last_checkpoint_time = time.monotonic()
+        recent: list[float] = []
+        t_start = time.monotonic()
+        images_seen = 0
+        wait_total = step_total = 0.0
+        last_eval: dict | None = None
+        old_handler = self._install_sigterm()
+        self.model.train()
+        try:
+            while epoch < cfg.epochs:
+                sampler = self._sampler(epoch, start_step)
+                loader = make_loader(
+                    self.dataset, sampler, self.workers, pin_memory=self.device.type == "cuda"
+                )
+                bar = tqdm(
+                    total=self.steps_per_epoch,
+                    initial=start_step,
+                    disable=not self.main or self.quiet,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    unit="step",
+                    dynamic_ncols=True,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                )
+                step = start_step
+                t_wait = time.perf_counter()
+                for images, boxes, labels, valid, _ in loader:
+                    t0 = time.perf_counter()
+                    wait = t0 - t_wait
+                    lr = lr_at(cfg, global_step, self.total_steps)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = lr
+                    parts = self._step(images, boxes, labels, valid, encode_targets)
+                    loss = parts["loss"]
+                    self._guard(loss, recent, epoch, step, lr)
+                    step += 1
+                    global_step += 1
+                    t_wait = time.perf_counter()
+                    dt = t_wait - t0 + wait
+                    n = len(images) * self.world
+                    images_seen += n
+                    wait_total += wait
+                    step_total += dt
+                    record = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "global_step": global_step,
+                        "lr": lr,
+                        **parts,
+                        "images_per_s": n / dt,
+                        "data_wait": wait / dt,
+                    }
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                    if self.on_step:
+                        self.on_step(record)
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}",
+                        loc=f"{parts['loc']:.3f}",
+                        conf=f"{parts['conf']:.3f}",
+                        lr=f"{lr:.2e}",
+                        img_s=f"{images_seen / max(step_total, 1e-9):.1f}",
+                        refresh=False,
+                    )
+                    bar.update(1)
+                    if writer and global_step % cfg.log_every == 0:
+                        for k in ("loss", "loc", "conf"):
+                            writer.add_scalar(f"train/{k}", parts[k], global_step)
+                        writer.add_scalar("train/lr", lr, global_step)
+                        writer.add_scalar("train/images_per_s", n / dt, global_step)
+                    if self._stop_signal is not None:
+                        raise _StopRequested
+                    if time.monotonic() - self._last_checkpoint_time > cfg.checkpoint_minutes * 60:
+                        self._checkpoint(epoch, step, global_step, best)
+                bar.close()
+                epoch_done = epoch + 1
+                if self.val_data is not None and (
+                    epoch_done % cfg.eval_every == 0 or epoch_done == cfg.epochs
+                ):
+                    if self.main:
+                        last_eval = self.evaluate()
+                        m = last_eval["map"]
+                        self._log(
+                            f"epoch {epoch_done}: validation AP50 (VOC all-point) {m:.4f}, "
+                            f"VOC07 11-point {last_eval['map_07']:.4f}"
+                        )
+                        if log:
+                            log.write(json.dumps({"epoch": epoch_done, "eval": last_eval}) + "\n")
+                        if writer:
+                            writer.add_scalar("val/ap50", m, global_step)
+                            writer.add_scalar("val/ap50_voc07", last_eval["map_07"], global_step)
+                        if m > best:
+                            best = m
+                            save_detector(self.model, self.out / "best.safetensors")
+                    self._barrier()
+                epoch, start_step = epoch + 1, 0
+                self._checkpoint(epoch, 0, global_step, best)
+                if log:
+                    log.flush()
+        except (KeyboardInterrupt, _StopRequested):
+            self._checkpoint(epoch, step, global_step, best)
+            self._log(
+                f"\nstopped at epoch {epoch + 1}, step {step}; checkpoint saved: "
+                f"resume with the same command and --resume"
+            )
+            raise KeyboardInterrupt from None
+        finally:
+            signal.signal(signal.SIGTERM, old_handler) if old_handler is not None else None
+            if log:
+                log.close()
+            if writer:
+                writer.close()
+        if self.main:
+            save_detector(self.model, self.out / "last.safetensors")
+        elapsed = time.monotonic() - t_start
+        summary = {
+            "epochs": cfg.epochs,
+            "steps": global_step,
+            "train_seconds": round(elapsed, 1),
+            "images_per_s": round(images_seen / max(step_total, 1e-9), 2),
+            "data_wait_share": round(wait_total / max(step_total, 1e-9), 4),
+            "best_ap50": None if best < 0 else round(best, 4),
+            "last_eval": last_eval,
+            "weights": str(self.out / "last.safetensors"),
+            "best_weights": str(self.out / "best.safetensors") if best >= 0 else None,
+        }
+        if self.main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        self._barrier()
+        return summary
+
+    def _step(self, images, boxes, labels, valid, encode_targets) -> dict:
+        dev = self.device
+        images = images.to(dev, non_blocking=True).float()
+        boxes = boxes.to(dev, non_blocking=True)
+        labels = labels.to(dev, non_blocking=True)
+        valid = valid.to(dev, non_blocking=True)
+        with torch.no_grad():
+            loc_t, lab_t = encode_targets(
+                self.matcher, self.model.coder, boxes, labels, valid, self.model.priors
+            )
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
+            loc, conf = self.net(images)
+        parts = self.loss_fn(loc.float(), conf.float(), loc_t, lab_t)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {
+            "loss": parts.total.item(),
+            "loc": parts.localization.item(),
+            "conf": parts.confidence.item(),
+            "positives": int(parts.num_positives),
+        }
+
+    def _guard(self, loss: float, recent: list[float], epoch: int, step: int, lr: float) -> None:
+        where = f"epoch {epoch + 1}, step {step + 1} (learning rate {lr:.2e})"
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss} at {where}. Likely causes: a learning rate too high "
+                f"for this batch size (try --lr {lr / 10:.1e} or a longer --warmup-steps), or "
+                "broken boxes in the data"
+                + ("; with --amp also try --no-amp" if self.amp else "")
+                + ". The last checkpoint is intact."
+            )
+        if recent and loss > self.cfg.explode_factor * statistics.median(recent):
+            raise TrainingError(
+                f"the loss exploded to {loss:.1f} at {where}, {self.cfg.explode_factor:g}x its "
+                f"recent median {statistics.median(recent):.2f}. Likely cause: a learning rate "
+                f"too high (try --lr {lr / 10:.1e}). The last checkpoint is intact."
+            )
+        recent.append(loss)
+        del recent[:-100]
+
+    def _tensorboard(self):
+        if not self.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._log("note: tensorboard is not installed; no TensorBoard logs")
+            return None
+        return SummaryWriter(str(self.out / "tb"))
+
+    def _install_sigterm(self):
+        if self.main and hasattr(signal, "SIGTERM"):
+            try:
+                return signal.signal(signal.SIGTERM, lambda s, f: setattr(self, "_stop_signal", s))
+            except ValueError:  # not the main thread
+                return None
+        return None
+
+    def _barrier(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
