@@ -115,10 +115,12 @@ class DetectionDataset(torch.utils.data.Dataset):
 def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Stacks images and pads boxes.
 
-    Returns images uint8 [B, 3, S, S], boxes float32 [B, G, 4], labels int64 [B, G],
-    valid bool [B, G] (False for padding), indices int64 [B].
+    Returns images uint8 [B, 3, S, S] in channels-last memory (the rendered HWC pixels,
+    no transposing copy), boxes float32 [B, G, 4], labels int64 [B, G], valid bool [B, G]
+    (False for padding), indices int64 [B].
     """
     images, boxes, labels, indices = zip(*batch)
+    stacked = torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
     b, g = len(images), max((len(x) for x in labels), default=0)
     out_boxes = torch.zeros(b, g, 4)
     out_labels = torch.zeros(b, g, dtype=torch.int64)
@@ -127,7 +129,7 @@ def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         out_boxes[i, : len(lb)] = bx
         out_labels[i, : len(lb)] = lb
         valid[i, : len(lb)] = True
-    return torch.stack(images), out_boxes, out_labels, valid, torch.tensor(indices)
+    return stacked, out_boxes, out_labels, valid, torch.tensor(indices)
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):

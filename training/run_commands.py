@@ -145,7 +145,7 @@ def evaluate_weights(
     from training.weights import load_detector
 
     dev = pick_device(device)
-    model = load_detector(weights, device=dev)
+    model = load_detector(weights, device=dev).to(memory_format=torch.channels_last)
     data = check_images(load_dataset(data_path, split, list(model.spec.class_names)))
     print(data.report())
     post = PostProcessor(model.coder, score_threshold=score_threshold)

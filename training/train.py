@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     keep_difficult: bool = False
     augment: bool = True  # the paper's augmentation; off: plain resize (for debugging)
+    channels_last: bool = True  # NHWC memory: faster convolutions on CPUs and tensor cores
     eval_every: int = 1  # epochs; 0 turns validation off
     checkpoint_minutes: float = 10.0  # also at every epoch end and on Ctrl-C / SIGTERM
     log_every: int = 10  # steps between TensorBoard points
@@ -256,6 +257,8 @@ class Trainer:
             keep_difficult=cfg.keep_difficult,
         )
         self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.net = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -544,6 +547,8 @@ class Trainer:
     def _step(self, images, boxes, labels, valid, encode_targets) -> dict:
         dev = self.device
         images = images.to(dev, non_blocking=True).float()
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         boxes = boxes.to(dev, non_blocking=True)
         labels = labels.to(dev, non_blocking=True)
         valid = valid.to(dev, non_blocking=True)
