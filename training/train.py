@@ -353,7 +353,7 @@ class Trainer:
             raise TrainingError(f"nothing to resume: {path} does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets one message
+        except Exception as e:  # any unreadable checkpoint gets one clear message
             raise TrainingError(f"{path}: unreadable checkpoint ({e})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{path}: not a checkpoint of this trainer")
@@ -520,7 +520,8 @@ class Trainer:
             )
             raise KeyboardInterrupt from None
         finally:
-            signal.signal(signal.SIGTERM, old_handler) if old_handler is not None else None
+            if old_handler is not None:
+                signal.signal(signal.SIGTERM, old_handler)
             if log:
                 log.close()
             if writer:
