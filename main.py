@@ -28,11 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from engine.runtime import EngineError
     from training.errors import SSDError
 
     try:
         return args.func(args)
-    except SSDError as e:
+    except (SSDError, EngineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # unwritable output, disk full, ...

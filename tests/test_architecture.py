@@ -47,10 +47,43 @@ sys.meta_path.insert(0, Block())
 """
 
 
+RUNTIME = ["engine.runtime", "engine.contract", "engine.tensorrt_backend"]
+
+
 @pytest.mark.parametrize(
-    "module", ["app", "engine", "training", "training.priors", "training.spec"]
+    "module", ["app", "engine", "training", "training.priors", "training.spec", *RUNTIME]
 )
 def test_torch_free_modules_import_without_torch(module):
     code = BLOCK_TORCH + f"import {module}\nassert 'torch' not in sys.modules\n"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_runtime_files_do_not_import_training_or_torch():
+    for module in RUNTIME:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        mods = imported_modules("engine")[str(path.relative_to(ROOT))]
+        assert not mods & {"torch", "training", "torchvision"}, (module, mods)
+
+
+def test_onnx_runtime_detects_with_torch_unimportable(tmp_path):
+    """Export with torch, then detect in a process where torch cannot be imported."""
+    from engine.export import export_onnx
+    from training.model import SSD
+    from training.spec import make_spec
+
+    onnx_path = export_onnx(
+        SSD(make_spec("mobilenet_v2", "voc", "voc")), tmp_path / "m.onnx", score_threshold=0.01
+    )
+    code = BLOCK_TORCH + (
+        "import numpy as np\n"
+        "from engine.runtime import open_detector\n"
+        f"det = open_detector({str(onnx_path)!r})\n"
+        "d = det.detect(np.full((480, 640, 3), 127, np.uint8))\n"
+        "assert det.backend == 'onnxruntime' and len(d) > 0 and d.boxes.max() <= 640\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(det.describe(), len(d))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("onnxruntime on cpu")

@@ -7,8 +7,6 @@ import json
 import os
 from pathlib import Path
 
-from training.train import TrainConfig
-
 # Command-line options of `train` that map onto TrainConfig fields (None: not given).
 _TRAIN_OPTIONS = [
     ("--data", str, "training data: a VOC folder or devkit, a YOLO data.yaml or a COCO .json"),
@@ -84,7 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig of a `train` command line (YAML file first, then the options)."""
+    from training.train import TrainConfig
+
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     given = {}
     for flag, _, _ in _TRAIN_OPTIONS:
