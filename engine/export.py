@@ -87,9 +87,15 @@ def export_onnx(
     dummy = torch.zeros(1, size, size, 3, dtype=torch.uint8)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(core, (dummy,), dynamo=True, opset_version=OPSET,
-                                    input_names=[C.INPUT], output_names=["_boxes", "_scores"],
-                                    verbose=False)  # fmt: skip
+        program = torch.onnx.export(
+            core,
+            (dummy,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[C.INPUT],
+            output_names=["_boxes", "_scores"],
+            verbose=False,
+        )
     graph_model = program.model_proto
     _mark_l2norm(graph_model)
     if tail == "onnx":
@@ -149,60 +155,105 @@ def _append_onnx_nms(m: onnx.ModelProto, k: int, score_thr: float, iou_thr: floa
     """Tail 'onnx': NonMaxSuppression per foreground class (at most K each), then the K best
     overall by score (TopK; ties keep the NMS order: class, then score), padded with zeros."""
     g = m.graph
-    g.initializer.extend([
-        _const("nms_k", np.array([k], np.int64)),
-        _const("nms_iou", np.array([iou_thr], np.float32)),
-        _const("nms_score", np.array([score_thr], np.float32)),
-        _const("c_start1", np.array([1], np.int64)),
-        _const("c_end", np.array([np.iinfo(np.int64).max], np.int64)),
-        _const("c_axis2", np.array([2], np.int64)),
-        _const("c_axis0", np.array([0], np.int64)),
-        _const("c_one", np.array(1, np.int64)),
-        _const("c_two", np.array(2, np.int64)),
-        _const("c_pad_scores", np.full([k], -1.0, np.float32)),
-        _const("c_pad_boxes", np.zeros([k, 4], np.float32)),
-        _const("c_pad_classes", np.zeros([k], np.int64)),
-        _const("c_zero_f", np.array(0.0, np.float32)),
-        _const("c_k_scalar", np.array([k], np.int64)),
-        _const("c_shape_11", np.array([1, 1], np.int64)),
-        _const("c_shape_1k", np.array([1, k], np.int64)),
-        _const("c_shape_1k4", np.array([1, k, 4], np.int64)),
-    ])  # fmt: skip
+    g.initializer.extend(
+        [
+            _const("nms_k", np.array([k], np.int64)),
+            _const("nms_iou", np.array([iou_thr], np.float32)),
+            _const("nms_score", np.array([score_thr], np.float32)),
+            _const("c_start1", np.array([1], np.int64)),
+            _const("c_end", np.array([np.iinfo(np.int64).max], np.int64)),
+            _const("c_axis2", np.array([2], np.int64)),
+            _const("c_axis0", np.array([0], np.int64)),
+            _const("c_one", np.array(1, np.int64)),
+            _const("c_two", np.array(2, np.int64)),
+            _const("c_pad_scores", np.full([k], -1.0, np.float32)),
+            _const("c_pad_boxes", np.zeros([k, 4], np.float32)),
+            _const("c_pad_classes", np.zeros([k], np.int64)),
+            _const("c_zero_f", np.array(0.0, np.float32)),
+            _const("c_k_scalar", np.array([k], np.int64)),
+            _const("c_shape_11", np.array([1, 1], np.int64)),
+            _const("c_shape_1k", np.array([1, k], np.int64)),
+            _const("c_shape_1k4", np.array([1, k, 4], np.int64)),
+        ]
+    )
     mk = helper.make_node
-    g.node.extend([
-        mk("Slice", ["_scores", "c_start1", "c_end", "c_axis2"], ["nms_fg"], name="nms/slice_bg"),
-        mk("Transpose", ["nms_fg"], ["nms_fg_t"], perm=[0, 2, 1], name="nms/transpose"),
-        mk("NonMaxSuppression", ["_boxes", "nms_fg_t", "nms_k", "nms_iou", "nms_score"],
-           ["nms_sel"], center_point_box=0, name="nms/nms"),
-        mk("Gather", ["nms_sel", "c_one"], ["nms_cls0"], axis=1, name="nms/class"),
-        mk("Add", ["nms_cls0", "c_one"], ["nms_cls"], name="nms/class_id"),
-        mk("Gather", ["nms_sel", "c_two"], ["nms_box_idx"], axis=1, name="nms/box_index"),
-        mk("GatherND", ["nms_fg_t", "nms_sel"], ["nms_sel_scores"], name="nms/scores"),
-        mk("Squeeze", ["_boxes", "c_axis0"], ["nms_boxes2d"], name="nms/squeeze"),
-        mk("Gather", ["nms_boxes2d", "nms_box_idx"], ["nms_sel_boxes"], axis=0, name="nms/boxes"),
-        mk("Concat", ["nms_sel_scores", "c_pad_scores"], ["nms_all_scores"], axis=0,
-           name="nms/pad_s"),
-        mk("Concat", ["nms_sel_boxes", "c_pad_boxes"], ["nms_all_boxes"], axis=0, name="nms/pad_b"),
-        mk("Concat", ["nms_cls", "c_pad_classes"], ["nms_all_cls"], axis=0, name="nms/pad_c"),
-        mk("TopK", ["nms_all_scores", "c_k_scalar"], ["nms_top_scores", "nms_top_idx"],
-           axis=0, largest=1, sorted=1, name="nms/topk"),
-        mk("Max", ["nms_top_scores", "c_zero_f"], ["nms_scores_k"], name="nms/zero_pad_scores"),
-        mk("Reshape", ["nms_scores_k", "c_shape_1k"], [C.SCORES], name="nms/out_scores"),
-        mk("Gather", ["nms_all_boxes", "nms_top_idx"], ["nms_boxes_k"], axis=0, name="nms/top_b"),
-        mk("Reshape", ["nms_boxes_k", "c_shape_1k4"], [C.BOXES], name="nms/out_boxes"),
-        mk("Gather", ["nms_all_cls", "nms_top_idx"], ["nms_cls_k"], axis=0, name="nms/top_c"),
-        mk("Cast", ["nms_cls_k"], ["nms_cls_k32"], to=TensorProto.INT32, name="nms/cast_c"),
-        mk("Reshape", ["nms_cls_k32", "c_shape_1k"], [C.CLASSES], name="nms/out_classes"),
-        mk("Shape", ["nms_sel"], ["nms_sel_shape"], start=0, end=1, name="nms/count"),
-        mk("Min", ["nms_sel_shape", "c_k_scalar"], ["nms_count"], name="nms/count_k"),
-        mk("Cast", ["nms_count"], ["nms_count32"], to=TensorProto.INT32, name="nms/cast_n"),
-        mk("Reshape", ["nms_count32", "c_shape_11"], [C.NUM_DETECTIONS], name="nms/out_num"),
-    ])  # fmt: skip
+    g.node.extend(
+        [
+            mk(
+                "Slice",
+                ["_scores", "c_start1", "c_end", "c_axis2"],
+                ["nms_fg"],
+                name="nms/slice_bg",
+            ),
+            mk("Transpose", ["nms_fg"], ["nms_fg_t"], perm=[0, 2, 1], name="nms/transpose"),
+            mk(
+                "NonMaxSuppression",
+                ["_boxes", "nms_fg_t", "nms_k", "nms_iou", "nms_score"],
+                ["nms_sel"],
+                center_point_box=0,
+                name="nms/nms",
+            ),
+            mk("Gather", ["nms_sel", "c_one"], ["nms_cls0"], axis=1, name="nms/class"),
+            mk("Add", ["nms_cls0", "c_one"], ["nms_cls"], name="nms/class_id"),
+            mk("Gather", ["nms_sel", "c_two"], ["nms_box_idx"], axis=1, name="nms/box_index"),
+            mk("GatherND", ["nms_fg_t", "nms_sel"], ["nms_sel_scores"], name="nms/scores"),
+            mk("Squeeze", ["_boxes", "c_axis0"], ["nms_boxes2d"], name="nms/squeeze"),
+            mk(
+                "Gather",
+                ["nms_boxes2d", "nms_box_idx"],
+                ["nms_sel_boxes"],
+                axis=0,
+                name="nms/boxes",
+            ),
+            mk(
+                "Concat",
+                ["nms_sel_scores", "c_pad_scores"],
+                ["nms_all_scores"],
+                axis=0,
+                name="nms/pad_s",
+            ),
+            mk(
+                "Concat",
+                ["nms_sel_boxes", "c_pad_boxes"],
+                ["nms_all_boxes"],
+                axis=0,
+                name="nms/pad_b",
+            ),
+            mk("Concat", ["nms_cls", "c_pad_classes"], ["nms_all_cls"], axis=0, name="nms/pad_c"),
+            mk(
+                "TopK",
+                ["nms_all_scores", "c_k_scalar"],
+                ["nms_top_scores", "nms_top_idx"],
+                axis=0,
+                largest=1,
+                sorted=1,
+                name="nms/topk",
+            ),
+            mk("Max", ["nms_top_scores", "c_zero_f"], ["nms_scores_k"], name="nms/zero_pad_scores"),
+            mk("Reshape", ["nms_scores_k", "c_shape_1k"], [C.SCORES], name="nms/out_scores"),
+            mk(
+                "Gather",
+                ["nms_all_boxes", "nms_top_idx"],
+                ["nms_boxes_k"],
+                axis=0,
+                name="nms/top_b",
+            ),
+            mk("Reshape", ["nms_boxes_k", "c_shape_1k4"], [C.BOXES], name="nms/out_boxes"),
+            mk("Gather", ["nms_all_cls", "nms_top_idx"], ["nms_cls_k"], axis=0, name="nms/top_c"),
+            mk("Cast", ["nms_cls_k"], ["nms_cls_k32"], to=TensorProto.INT32, name="nms/cast_c"),
+            mk("Reshape", ["nms_cls_k32", "c_shape_1k"], [C.CLASSES], name="nms/out_classes"),
+            mk("Shape", ["nms_sel"], ["nms_sel_shape"], start=0, end=1, name="nms/count"),
+            mk("Min", ["nms_sel_shape", "c_k_scalar"], ["nms_count"], name="nms/count_k"),
+            mk("Cast", ["nms_count"], ["nms_count32"], to=TensorProto.INT32, name="nms/cast_n"),
+            mk("Reshape", ["nms_count32", "c_shape_11"], [C.NUM_DETECTIONS], name="nms/out_num"),
+        ]
+    )
     _replace_outputs(m, _fixed_outputs(k))
 
 
-def _append_efficient_nms(m: onnx.ModelProto, model: SSD, k: int, score_thr: float,
-                          iou_thr: float) -> None:  # fmt: skip
+def _append_efficient_nms(
+    m: onnx.ModelProto, model: SSD, k: int, score_thr: float, iou_thr: float
+) -> None:
     """Tail 'efficientnms': EfficientNMS_TRT(offsets x variances, softmax scores, priors)
     with box_coding 1 (centre-size, the decode done inside the plugin), background class 0
     and no score activation (the scores are already softmax probabilities)."""
@@ -224,10 +275,12 @@ def _append_efficient_nms(m: onnx.ModelProto, model: SSD, k: int, score_thr: flo
     m.graph.node.append(node)
     # The plugin's outputs already have the contract's types; these Identity nodes only
     # give them the contract's names.
-    m.graph.node.extend([
-        helper.make_node("Identity", ["_num32"], [C.NUM_DETECTIONS], name="nms/out_num"),
-        helper.make_node("Identity", ["_classes32"], [C.CLASSES], name="nms/out_classes"),
-    ])  # fmt: skip
+    m.graph.node.extend(
+        [
+            helper.make_node("Identity", ["_num32"], [C.NUM_DETECTIONS], name="nms/out_num"),
+            helper.make_node("Identity", ["_classes32"], [C.CLASSES], name="nms/out_classes"),
+        ]
+    )
     _replace_outputs(m, _fixed_outputs(k))
 
 

@@ -158,12 +158,16 @@ class Detector:
             with self._lock:
                 num, boxes, scores, cls = self._infer(batch)
             for i, f in enumerate(chunk):
-                out.append(self.to_detections(num[i], boxes[i], scores[i], cls[i], f.shape,
-                                              score_threshold, classes))  # fmt: skip
+                out.append(
+                    self.to_detections(
+                        num[i], boxes[i], scores[i], cls[i], f.shape, score_threshold, classes
+                    )
+                )
         return out
 
-    def to_detections(self, num, boxes, scores, classes, frame_shape, score_threshold=None,
-                      keep_classes=None) -> Detections:  # fmt: skip
+    def to_detections(
+        self, num, boxes, scores, classes, frame_shape, score_threshold=None, keep_classes=None
+    ) -> Detections:
         """The first `num` rows, filtered, scaled to the frame and clipped to it."""
         n = int(np.asarray(num).reshape(-1)[0])
         b = np.asarray(boxes[:n], np.float32)

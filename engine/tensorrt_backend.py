@@ -123,8 +123,14 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def engine_cache_name(onnx_sha: str, trt_version: str, gpu_name: str, compute_capability: str,
-                      precision: str, dla_core: int | None = None) -> str:  # fmt: skip
+def engine_cache_name(
+    onnx_sha: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    precision: str,
+    dla_core: int | None = None,
+) -> str:
     """The engine's file name: an engine only runs on the TensorRT version and GPU that built
     it, so all of them are in the name (and in the sidecar JSON)."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
@@ -155,9 +161,15 @@ def gpu_identity(device: int = 0) -> tuple[str, str]:
     return name.strip("\x00 "), f"{prop.major}{prop.minor}"
 
 
-def build_engine(onnx_path: str | Path, output: str | Path | None = None, precision: str = "fp16",
-                 workspace_mb: int = 1024, dla_core: int | None = None,
-                 cache_dir: str | Path = DEFAULT_CACHE, log=print) -> Path:  # fmt: skip
+def build_engine(
+    onnx_path: str | Path,
+    output: str | Path | None = None,
+    precision: str = "fp16",
+    workspace_mb: int = 1024,
+    dla_core: int | None = None,
+    cache_dir: str | Path = DEFAULT_CACHE,
+    log=print,
+) -> Path:
     """Builds (or finds in the cache) the engine of an exported ONNX for this GPU and TensorRT.
 
     The timing cache in `cache_dir` is reused between builds. Returns the engine's path.
@@ -170,8 +182,15 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     name = engine_cache_name(sha, trt.__version__, gpu, cc, precision, dla_core)
     cache_dir = Path(cache_dir)
     out = Path(output) if output else cache_dir / name
-    meta = {"onnx_sha256": sha, "tensorrt": trt.__version__, "gpu": gpu, "sm": cc,
-            "precision": precision, "dla_core": dla_core, "onnx": str(onnx_path)}  # fmt: skip
+    meta = {
+        "onnx_sha256": sha,
+        "tensorrt": trt.__version__,
+        "gpu": gpu,
+        "sm": cc,
+        "precision": precision,
+        "dla_core": dla_core,
+        "onnx": str(onnx_path),
+    }
     sidecar = out.with_suffix(out.suffix + ".json")
     if out.is_file() and sidecar.is_file():
         try:
@@ -240,9 +259,15 @@ class TensorRTDetector(Detector):
 
     backend = "tensorrt"
 
-    def __init__(self, model: str | Path, precision: str = "fp16", workspace_mb: int = 1024,
-                 dla_core: int | None = None, cache_dir: str | Path = DEFAULT_CACHE,
-                 log=print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str | Path,
+        precision: str = "fp16",
+        workspace_mb: int = 1024,
+        dla_core: int | None = None,
+        cache_dir: str | Path = DEFAULT_CACHE,
+        log=print,
+    ) -> None:
         trt = _import_trt()
         cudart = _import_cudart()
         model = Path(model)
@@ -263,8 +288,9 @@ class TensorRTDetector(Detector):
             )
         self.engine = engine
         self.context = engine.create_execution_context()
-        self.stream = _check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
-                             "cudaStreamCreate")  # fmt: skip
+        self.stream = _check(
+            cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate"
+        )
         self.host: dict[str, np.ndarray] = {}
         self.device_ptrs: dict[str, int] = {}
         self._host_ptrs: list[int] = []
@@ -310,8 +336,11 @@ class TensorRTDetector(Detector):
             with self._lock:
                 self.preprocess(f)
                 num, boxes, scores, cls = self._run()
-                out.append(self.to_detections(num[0], boxes[0], scores[0], cls[0], f.shape,
-                                              score_threshold, classes))  # fmt: skip
+                out.append(
+                    self.to_detections(
+                        num[0], boxes[0], scores[0], cls[0], f.shape, score_threshold, classes
+                    )
+                )
         return out
 
     def _infer(self, batch: np.ndarray):
@@ -325,14 +354,22 @@ class TensorRTDetector(Detector):
             cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
         )
         inp = self.host[C.INPUT]
-        _check(cudart.cudaMemcpyAsync(self.device_ptrs[C.INPUT], inp.ctypes.data, inp.nbytes, h2d,
-                                      self.stream), "cudaMemcpyAsync")  # fmt: skip
+        _check(
+            cudart.cudaMemcpyAsync(
+                self.device_ptrs[C.INPUT], inp.ctypes.data, inp.nbytes, h2d, self.stream
+            ),
+            "cudaMemcpyAsync",
+        )
         if not self.context.execute_async_v3(self.stream):
             raise EngineError("TensorRT execution failed")
         for name in C.OUTPUTS:
             arr = self.host[name]
-            _check(cudart.cudaMemcpyAsync(arr.ctypes.data, self.device_ptrs[name], arr.nbytes, d2h,
-                                          self.stream), "cudaMemcpyAsync")  # fmt: skip
+            _check(
+                cudart.cudaMemcpyAsync(
+                    arr.ctypes.data, self.device_ptrs[name], arr.nbytes, d2h, self.stream
+                ),
+                "cudaMemcpyAsync",
+            )
         _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return tuple(self.host[n].copy() for n in C.OUTPUTS)
 

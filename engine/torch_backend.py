@@ -27,9 +27,16 @@ class TorchDetector(Detector):
 
     backend = "torch"
 
-    def __init__(self, weights: str | Path, device: str = "auto", score_threshold: float = 0.3,
-                 iou_threshold: float = 0.45, top_k: int = 100, half: bool | None = None,
-                 max_batch: int = 8) -> None:  # fmt: skip
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str = "auto",
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.45,
+        top_k: int = 100,
+        half: bool | None = None,
+        max_batch: int = 8,
+    ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -43,9 +50,15 @@ class TorchDetector(Detector):
         self.post = PostProcessor(model.coder, score_threshold, iou_threshold, top_k)
         self.top_k = top_k
         self.max_batch = max_batch
-        info = ModelInfo(list(model.spec.class_names), model.spec.input_size, top_k,
-                         score_threshold, iou_threshold, tail="torch",
-                         precision="fp16" if self.half else "fp32")  # fmt: skip
+        info = ModelInfo(
+            list(model.spec.class_names),
+            model.spec.input_size,
+            top_k,
+            score_threshold,
+            iou_threshold,
+            tail="torch",
+            precision="fp16" if self.half else "fp32",
+        )
         super().__init__(info, str(self.torch_device))
 
     @torch.inference_mode()

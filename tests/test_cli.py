@@ -97,6 +97,9 @@ def test_unknown_choices_are_usage_errors():
     code, _, stderr = run("create", "--backbone", "resnet", "-o", "x.safetensors")
     assert code == 2
     assert "invalid choice: 'resnet'" in stderr
+    code, _, stderr = run("eval", "x.safetensors", "--data", "d", "--batch-size", "0")
+    assert code == 2
+    assert "must be at least 1" in stderr
     code, _, stderr = run("create", "--seed", str(10**23), "-o", "x.safetensors")
     assert code == 2
     assert "must be between 0 and 2**63 - 1" in stderr

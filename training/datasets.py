@@ -214,19 +214,40 @@ def _voc_objects(xml_path: Path) -> tuple[str, float, float, list, list, list]:
     return (root.findtext("filename") or "").strip(), w, h, boxes, names, diff
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a JPEG's or PNG's header, without decoding; other formats and
+    odd files are decoded. (0, 0) when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if head[:2] == b"\xff\xd8":
+                f.seek(2)
+                while True:
+                    marker = f.read(2)
+                    if len(marker) < 2 or marker[0] != 0xFF:
+                        break
+                    kind = marker[1]
+                    if kind in (0xD8, 0x01) or 0xD0 <= kind <= 0xD7:
+                        continue
+                    length = int.from_bytes(f.read(2), "big")
+                    if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+                        data = f.read(5)
+                        return int.from_bytes(data[3:5], "big"), int.from_bytes(data[1:3], "big")
+                    f.seek(length - 2, 1)
+    except OSError:
+        return 0, 0
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return 0, 0
-    return img.shape[1], img.shape[0]
+    return (0, 0) if img is None else (img.shape[1], img.shape[0])
 
 
 def _add_voc_xml(b: _Builder, xml_path: Path, image_dirs: Sequence[Path], stem: str | None = None):
     try:
         filename, w, h, boxes, names, diff = _voc_objects(xml_path)
-    except (ET.ParseError, OSError) as e:
+    except (ET.ParseError, OSError, ValueError) as e:
         b.problems.append(Problem(str(xml_path), f"unreadable annotation ({e})"))
         return
     candidates = [d / filename for d in image_dirs if filename]
@@ -237,7 +258,7 @@ def _add_voc_xml(b: _Builder, xml_path: Path, image_dirs: Sequence[Path], stem: 
         b.problems.append(Problem(str(xml_path), "no <filename> and no image found"))
         return
     if (w <= 0 or h <= 0) and image.is_file():
-        w, h = _image_size(image)
+        w, h = image_size(image)
     b.add(image, boxes, names, diff, w, h, str(xml_path), image_id=image.stem)
 
 
@@ -342,17 +363,29 @@ def load_coco(annotations: Path, images: Path | None = None, class_names=None) -
     by_image: dict[int, list[dict]] = {}
     crowd = 0
     for a in anns:
+        if not isinstance(a, dict) or "image_id" not in a:
+            continue
         if a.get("iscrowd", 0):
             crowd += 1
             continue
         by_image.setdefault(a["image_id"], []).append(a)
     for img in imgs:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            b.problems.append(Problem(str(annotations), f"malformed image entry {img!r:.60}"))
+            continue
         objs = by_image.get(img["id"], [])
         boxes, labels = [], []
         for a in objs:
-            x, y, w, h = a["bbox"]
+            try:
+                x, y, w, h = (float(v) for v in a["bbox"])
+                cat = a["category_id"]
+            except (KeyError, TypeError, ValueError):
+                b.problems.append(
+                    Problem(img.get("file_name", "?"), f"malformed annotation {a.get('id')}")
+                )
+                continue
             boxes.append((x, y, x + w, y + h))
-            labels.append(names.get(a["category_id"], f"category {a['category_id']}"))
+            labels.append(names.get(cat, f"category {cat}"))
         b.add(
             images / img["file_name"],
             boxes,
@@ -375,29 +408,44 @@ def load_coco(annotations: Path, images: Path | None = None, class_names=None) -
 # ------------------------------------------------------------------------------ YOLO
 
 
-def _yolo_names(yaml_path: Path) -> list[str]:
+def _read_yaml(path: Path) -> dict:
     import yaml
 
     try:
-        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError(f"{yaml_path}: unreadable ({e})") from None
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path}: expected a mapping with names: and the split folders")
+    return cfg
+
+
+def _yolo_names(cfg: dict, path: Path) -> list[str]:
     names = cfg.get("names")
     if isinstance(names, dict):
         return [str(names[k]) for k in sorted(names)]
     if isinstance(names, list):
         return [str(n) for n in names]
-    raise DataError(f"{yaml_path}: no 'names' class list")
+    raise DataError(f"{path}: no 'names' class list")
+
+
+def yolo_label_dir(image_dir: Path) -> Path:
+    """Ultralytics' rule: the last 'images' folder of the path becomes 'labels'."""
+    parts = list(image_dir.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts)
+    return image_dir
 
 
 def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> DetectionData:
     """YOLO layout: `data_yaml` names the classes and the image folder of each split
-    (`train:`, `val:`, relative to its `path:`); labels are the matching `labels/` files
-    with one `class cx cy w h` (normalized) line per box."""
-    import yaml
-
-    cfg = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
-    yolo_names = _yolo_names(data_yaml)
+    (`train:`, `val:`, relative to its `path:`); labels are in the folder where the last
+    `images` of that path becomes `labels`, one `class cx cy w h` (normalized) line per box.
+    Images without a label file have no objects."""
+    cfg = _read_yaml(data_yaml)
+    yolo_names = _yolo_names(cfg, data_yaml)
     if split not in cfg:
         raise DataError(f"{data_yaml}: no split {split!r} (have: {', '.join(map(str, cfg))})")
     base = Path(cfg.get("path") or ".")
@@ -406,9 +454,11 @@ def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> Detectio
     if not image_dir.is_dir():
         raise DataError(f"{data_yaml}: image folder of split {split!r} not found: {image_dir}")
     b = _Builder(class_names if class_names is not None else yolo_names, str(data_yaml), "YOLO")
-    parts = image_dir.parts
-    label_dir = Path(*parts[:-2], "labels", parts[-1]) if parts[-2] == "images" else image_dir
-    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+    label_dir = yolo_label_dir(image_dir)
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if images and not any((label_dir / (p.stem + ".txt")).is_file() for p in images):
+        raise DataError(f"{data_yaml}: no label files for split {split!r} in {label_dir}")
+    for image in images:
         label_file = label_dir / (image.stem + ".txt")
         boxes, labels = [], []
         if label_file.is_file():
@@ -417,9 +467,9 @@ def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> Detectio
                 if not fields:
                     continue
                 try:
-                    cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:5])
                     if len(fields) < 5:
                         raise ValueError
+                    cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:5])
                 except ValueError:
                     b.problems.append(Problem(f"{label_file}:{n}", f"malformed line {line!r}"))
                     continue
@@ -430,13 +480,17 @@ def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> Detectio
                     continue
                 boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
                 labels.append(yolo_names[cls])
+        width, height = image_size(image)
+        if width <= 0:
+            b.problems.append(Problem(str(image), "unreadable image"))
+            continue
         b.add(
             image,
             boxes,
             labels,
             [False] * len(boxes),
-            1,
-            1,
+            width,
+            height,
             str(label_file),
             image_id=image.stem,
             normalized=True,

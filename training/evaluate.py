@@ -175,6 +175,8 @@ def coco_evaluate(detections: Sequence[ImageDetections], data: DetectionData) ->
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "bbox")
         ev.params.imgIds = image_ids
+        # Only the model's categories: a model of 20 classes is not scored on the other 60.
+        ev.params.catIds = sorted({c for c in cat_ids if c > 0})
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -200,3 +202,37 @@ def _coco_ground_truth(data: DetectionData) -> dict:
             )
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(data.class_names)]
     return {"images": images, "annotations": anns, "categories": cats}
+
+
+def detect_dataset(
+    model,
+    data: DetectionData,
+    batch_size: int = 16,
+    workers: int = 0,
+    postprocessor=None,
+    progress=None,
+) -> list[ImageDetections]:
+    """Runs a detector (training.model.SSD) over every image of `data`, resized without
+    augmentation, and returns one ImageDetections per sample (normalized boxes)."""
+    import torch
+
+    from training.data import DetectionDataset, EpochBatchSampler, make_loader
+
+    device = model.priors.device
+    ds = DetectionDataset(data, train=False, fill=model.spec.mean)
+    loader = make_loader(ds, EpochBatchSampler(len(ds), batch_size, shuffle=False), workers)
+    if progress is not None:
+        loader = progress(loader)
+    was_training = model.training
+    model.eval()
+    dets: list = [None] * len(ds)
+    with torch.inference_mode():
+        for images, _, _, _, idx in loader:
+            loc, conf = model(images.to(device).float())
+            out = (postprocessor or model.detect_postprocessor())(loc, conf, model.priors)
+            for i, d in zip(idx.tolist(), out):
+                dets[i] = ImageDetections(
+                    d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()
+                )
+    model.train(was_training)
+    return dets

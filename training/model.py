@@ -107,14 +107,17 @@ class SSD(nn.Module):
             )
         return self.head(self.backbone(self.normalize(images)))
 
+    def detect_postprocessor(self) -> PostProcessor:
+        """The paper's evaluation post-processing (score 0.01, NMS 0.45, 200 per image)."""
+        return PostProcessor(self.coder)
+
     @torch.no_grad()
     def detect(
         self, images: Tensor, postprocessor: PostProcessor | None = None
     ) -> list[Detections]:
         """Detections per image, boxes normalized to [0, 1] xyxy."""
         loc, conf = self(images)
-        post = postprocessor or PostProcessor(self.coder)
-        return post(loc, conf, self.priors)
+        return (postprocessor or self.detect_postprocessor())(loc, conf, self.priors)
 
 
 def count_parameters(module: nn.Module) -> int:

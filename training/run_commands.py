@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset (same kinds as train --data)")
     p.add_argument("--split", help="split of the dataset")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--score-threshold",
@@ -77,9 +77,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.01,
         help="lowest score kept (default 0.01, as the paper's evaluation)",
     )
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument(
+        "--workers", type=_non_negative, default=2, help="data-loading processes (default 2)"
+    )
     p.add_argument("--no-coco", action="store_true", help="skip the COCO metrics")
     p.set_defaults(func=cmd_eval)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace):
@@ -138,9 +154,9 @@ def evaluate_weights(
     import torch
     from tqdm import tqdm
 
-    from training.data import DetectionDataset, EpochBatchSampler, check_images, make_loader
+    from training.data import check_images
     from training.datasets import load_dataset
-    from training.evaluate import ImageDetections, coco_evaluate, voc_evaluate
+    from training.evaluate import coco_evaluate, detect_dataset, voc_evaluate
     from training.postprocess import PostProcessor
     from training.train import pick_device
     from training.weights import load_detector
@@ -149,18 +165,15 @@ def evaluate_weights(
     model = load_detector(weights, device=dev).to(memory_format=torch.channels_last)
     data = check_images(load_dataset(data_path, split, list(model.spec.class_names)))
     print(data.report())
-    post = PostProcessor(model.coder, score_threshold=score_threshold)
-    ds = DetectionDataset(data, train=False, fill=model.spec.mean)
-    loader = make_loader(ds, EpochBatchSampler(len(ds), batch_size, shuffle=False), workers)
-    dets: list = [None] * len(ds)
     t = time.perf_counter()
-    with torch.inference_mode():
-        for images, _, _, _, idx in tqdm(loader, desc="detecting", unit="batch"):
-            loc, conf = model(images.to(dev).float())
-            for i, d in zip(idx.tolist(), post(loc, conf, model.priors)):
-                dets[i] = ImageDetections(
-                    d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()
-                )
+    dets = detect_dataset(
+        model,
+        data,
+        batch_size,
+        workers,
+        PostProcessor(model.coder, score_threshold),
+        progress=lambda it: tqdm(it, desc="detecting", unit="batch"),
+    )
     seconds = time.perf_counter() - t
     result = {
         "weights": str(weights),

@@ -88,7 +88,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
-        return dataclasses.replace(self, **values)
+        checked = {k: _checked(k, v, names[k].type, source) for k, v in values.items()}
+        return dataclasses.replace(self, **checked)
 
     def validate(self) -> None:
         if not self.data:
@@ -100,6 +101,33 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+
+
+def _checked(name: str, value: Any, annotation: str, source: str) -> Any:
+    """The value if it fits the field's annotation (ints pass for floats), else ConfigError."""
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: option {name} needs a value")
+    if annotation.startswith("list"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+        kind = "a list of numbers"
+    elif annotation.startswith("bool"):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif annotation.startswith("int"):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif annotation.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = "a number"
+        value = float(value) if ok else value
+    else:
+        ok, kind = isinstance(value, str), "text"
+    if not ok:
+        raise ConfigError(f"{source}: option {name} must be {kind}, got {value!r}")
+    return value
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -370,22 +398,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        from training.data import DetectionDataset, EpochBatchSampler, make_loader
-        from training.evaluate import ImageDetections, voc_evaluate
+        from training.evaluate import detect_dataset, voc_evaluate
 
-        self.model.eval()
-        ds = DetectionDataset(self.val_data, train=False, fill=self.spec.mean)
-        sampler = EpochBatchSampler(len(ds), 16, shuffle=False)
-        dets: list = [None] * len(ds)
-        for images, _, _, _, idx in make_loader(ds, sampler, workers=min(self.workers, 4)):
-            out = self.model.detect(images.to(self.device).float())
-            for i, d in zip(idx.tolist(), out):
-                dets[i] = ImageDetections(
-                    d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy()
-                )
-        self.model.train()
+        dets = detect_dataset(self.model, self.val_data, workers=min(self.workers, 4))
         return voc_evaluate(dets, self.val_data)
 
     # ------------------------------------------------------------------ the loop
@@ -420,8 +436,9 @@ class Trainer:
         images_seen = 0
         wait_total = step_total = 0.0
         last_eval: dict | None = None
-        old_handler = self._install_sigterm()
+        old_handlers = self._install_signal_handlers()
         self.model.train()
+        step = start_step  # (epoch, step) is where a checkpoint resumes
         try:
             while epoch < cfg.epochs:
                 sampler = self._sampler(epoch, start_step)
@@ -446,6 +463,7 @@ class Trainer:
                     for g in self.optimizer.param_groups:
                         g["lr"] = lr
                     parts = self._step(images, boxes, labels, valid, encode_targets)
+                    stop = self._sync(parts)  # all ranks see the same loss and stop request
                     loss = parts["loss"]
                     self._guard(loss, recent, epoch, step, lr)
                     step += 1
@@ -483,7 +501,7 @@ class Trainer:
                             writer.add_scalar(f"train/{k}", parts[k], global_step)
                         writer.add_scalar("train/lr", lr, global_step)
                         writer.add_scalar("train/images_per_s", n / dt, global_step)
-                    if self._stop_signal is not None:
+                    if stop:
                         raise _StopRequested
                     if time.monotonic() - self._last_checkpoint_time > cfg.checkpoint_minutes * 60:
                         self._checkpoint(epoch, step, global_step, best)
@@ -508,8 +526,8 @@ class Trainer:
                             best = m
                             save_detector(self.model, self.out / "best.safetensors")
                     self._barrier()
-                epoch, start_step = epoch + 1, 0
-                self._checkpoint(epoch, 0, global_step, best)
+                epoch, step, start_step = epoch + 1, 0, 0
+                self._checkpoint(epoch, step, global_step, best)
                 if log:
                     log.flush()
         except (KeyboardInterrupt, _StopRequested):
@@ -520,8 +538,8 @@ class Trainer:
             )
             raise KeyboardInterrupt from None
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGTERM, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             if log:
                 log.close()
             if writer:
@@ -600,13 +618,34 @@ class Trainer:
             return None
         return SummaryWriter(str(self.out / "tb"))
 
-    def _install_sigterm(self):
-        if self.main and hasattr(signal, "SIGTERM"):
+    def _install_signal_handlers(self) -> dict:
+        """Ctrl-C and SIGTERM ask for a stop after the current step (checkpoint, then exit);
+        a second Ctrl-C stops at once."""
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self._log("\nstopping after this step (Ctrl-C again to stop at once)")
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                return signal.signal(signal.SIGTERM, lambda s, f: setattr(self, "_stop_signal", s))
-            except ValueError:  # not the main thread
-                return None
-        return None
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: leave the defaults
+                break
+        return old
+
+    def _sync(self, parts: dict) -> bool:
+        """Averages the loss parts over the processes (in place) and tells whether any of
+        them was asked to stop, so that all ranks take the same decisions."""
+        stop = float(self._stop_signal is not None)
+        if self.world == 1:
+            return bool(stop)
+        t = torch.tensor([parts["loss"], parts["loc"], parts["conf"], stop], device=self.device)
+        torch.distributed.all_reduce(t)
+        parts["loss"], parts["loc"], parts["conf"] = (float(v) / self.world for v in t[:3])
+        return bool(t[3] > 0)
 
     def _barrier(self) -> None:
         if self.world > 1 and torch.distributed.is_initialized():

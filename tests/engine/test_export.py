@@ -112,8 +112,14 @@ def test_padding_and_counts(exported):
 
 
 def test_efficientnms_tail_structure(trained_like, tmp_path):
-    path = export_onnx(trained_like, tmp_path / "trt.onnx", tail="efficientnms", top_k=50,
-                       score_threshold=0.25, iou_threshold=0.5)  # fmt: skip
+    path = export_onnx(
+        trained_like,
+        tmp_path / "trt.onnx",
+        tail="efficientnms",
+        top_k=50,
+        score_threshold=0.25,
+        iou_threshold=0.5,
+    )
     m = onnx.load(str(path))
     nms = [n for n in m.graph.node if n.op_type == "EfficientNMS_TRT"]
     assert len(nms) == 1

@@ -127,14 +127,18 @@ def test_expand_places_the_image_on_a_mean_filled_canvas():
 def test_photometric_changes_only_the_image_not_the_filler():
     rng = np.random.default_rng(5)
     img = np.full((20, 20, 3), 128, np.uint8)
+    changed = 0
     for _ in range(10):
         c = Canvas(img, fill=(10, 20, 30))
         c, _, _ = PhotometricDistort(p=1.0)(c, np.zeros((0, 4), np.float32), np.zeros(0), rng)
-        c, _, _ = Expand(p=1.0)(c, np.zeros((0, 4), np.float32), np.zeros(0), rng)
+        c.then(1, -20, 1, -20, 60, 60)  # the image in the middle of a 60x60 frame
         out = c.render()
-        corner = out[0, 0] if c.matrix[0, 2] < -1 and c.matrix[1, 2] < -1 else None
-        if corner is not None:
-            np.testing.assert_array_equal(corner, [10, 20, 30])
+        np.testing.assert_array_equal(out[:20], np.broadcast_to([10, 20, 30], (20, 60, 3)))
+        np.testing.assert_array_equal(out[:, :20], np.broadcast_to([10, 20, 30], (60, 20, 3)))
+        middle = out[20:40, 20:40]
+        assert (middle == middle[0, 0]).all()  # a flat image stays flat
+        changed += not np.array_equal(middle[0, 0], [128, 128, 128])
+    assert changed >= 8
 
 
 def test_reproducible_from_a_seed():
@@ -149,3 +153,24 @@ def test_reproducible_from_a_seed():
     np.testing.assert_array_equal(a[1], b[1])
     outs = [run(s)[0] for s in range(5)]
     assert any(not np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_crop_and_resize_keep_pixels_and_boxes_together():
+    """A white box on black: after crop and resize its rendered pixels match its new box."""
+    rng = np.random.default_rng(8)
+    checked = 0
+    for _ in range(30):
+        img = np.zeros((120, 160, 3), np.uint8)
+        x1, y1 = rng.integers(10, 60), rng.integers(10, 40)
+        x2, y2 = x1 + rng.integers(40, 90), y1 + rng.integers(30, 70)
+        img[y1:y2, x1:x2] = 255
+        boxes = np.float32([[x1, y1, x2, y2]])
+        c, b, _ = RandomIoUCrop(min_ious=(0.3,))(Canvas(img), boxes, np.array([1]), rng)
+        c, b, _ = Resize(300)(c, b, np.array([1]), rng)
+        if len(b) == 0:
+            continue
+        out = c.render()[..., 0]
+        ys, xs = np.nonzero(out > 127)
+        np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], b[0], atol=2.5)
+        checked += 1
+    assert checked > 10

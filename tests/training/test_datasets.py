@@ -120,3 +120,68 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
         load_dataset(tmp_path / "missing")
     with pytest.raises(DataError, match="split list not found"):
         load_dataset(tmp_path, "nope.csv")
+
+
+def test_yolo_layout_with_train_images_and_real_sizes(tmp_path, shared_data):
+    from training.evaluate import ImageDetections, coco_evaluate
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((200, 400, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((100, 100, 3), np.uint8))
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.05 0.05\nbad\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images\nnames: [cat, dog]\n")
+    data = load_dataset(tmp_path / "data.yaml", "train")
+    assert len(data.samples) == 2  # b.png has no label file: an image without objects
+    a = data.samples[0]
+    assert (a.width, a.height) == (400, 200)
+    assert len(a) == 2
+    assert any("malformed line 'bad'" in p.reason for p in data.problems)
+    # sizes are real, so COCO's size ranges mean something: 200x100 px is 'large'
+    dets = [ImageDetections(s.boxes, np.ones(len(s)), s.labels) for s in data.samples]
+    r = coco_evaluate(dets, data)
+    assert r["AP_large"] == pytest.approx(1.0)
+    assert r["AP_small"] == pytest.approx(1.0)  # the 20x10 px dog
+
+
+def test_malformed_files_are_errors_or_problems_not_crashes(tmp_path):
+    (tmp_path / "data.yaml").write_text("names: [a\n")
+    with pytest.raises(DataError, match="unreadable"):
+        load_dataset(tmp_path / "data.yaml")
+    (tmp_path / "data.yaml").write_text("- a\n- b\n")
+    with pytest.raises(DataError, match="expected a mapping"):
+        load_dataset(tmp_path / "data.yaml")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "x.jpg"), np.zeros((10, 10, 3), np.uint8))
+    (tmp_path / "data.yaml").write_text("train: images\nnames: [a]\n")
+    with pytest.raises(DataError, match="no label files"):
+        load_dataset(tmp_path / "data.yaml", "train")
+    voc = tmp_path / "voc"
+    (voc / "annotations").mkdir(parents=True)
+    cv2.imwrite(str(voc / "annotations" / "p.jpg"), np.zeros((10, 10, 3), np.uint8))
+    (voc / "annotations" / "p.xml").write_text(
+        "<annotation><filename>p.jpg</filename><size><width>abc</width></size></annotation>"
+    )
+    with pytest.raises(DataError, match="unreadable annotation"):
+        load_dataset(voc)
+    coco = tmp_path / "instances_x.json"
+    coco.write_text(
+        '{"categories": [{"id": 1, "name": "a"}], "images": [{"id": 1, "file_name": "x.jpg",'
+        ' "width": 10, "height": 10}], "annotations": [{"id": 5, "image_id": 1, "category_id": 1}]}'
+    )
+    data = load_dataset(coco, str(tmp_path / "images"))
+    assert any("malformed annotation 5" in p.reason for p in data.problems)
+
+
+def test_the_sampler_splits_ranks_evenly_and_resumes_mid_epoch():
+    from training.data import EpochBatchSampler
+
+    shares = [EpochBatchSampler(23, 4, epoch=3, rank=r, world_size=2).indices() for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 11
+    assert not set(shares[0]) & set(shares[1])
+    full = list(EpochBatchSampler(23, 4, epoch=3))
+    assert [len(b) for b in full] == [4, 4, 4, 4, 4, 3]
+    assert list(EpochBatchSampler(23, 4, epoch=3, start_step=4)) == full[4:]
+    assert list(EpochBatchSampler(23, 4, epoch=3)) == full  # deterministic
+    assert list(EpochBatchSampler(23, 4, epoch=4)) != full
+    assert [len(b) for b in EpochBatchSampler(21, 4, min_batch=2)] == [4, 4, 4, 4, 4]
