@@ -13,15 +13,18 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="SSD300 toolchain: build, convert, inspect, train and evaluate detectors.",
+        description="SSD300 toolchain: build, convert, inspect, train, evaluate, export and "
+        "benchmark detectors.",
         epilog="Run 'python main.py COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from engine import commands as engine_commands
     from training import commands as model_commands
     from training import run_commands
 
     model_commands.register(sub)
     run_commands.register(sub)
+    engine_commands.register(sub)
     return parser
 
 

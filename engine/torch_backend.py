@@ -23,6 +23,7 @@ class TorchDetector(Detector):
         score_threshold, iou_threshold, top_k: as the export options.
         half: FP16 on CUDA (default: on for CUDA).
         max_batch: frames per forward pass in detect_batch.
+        channels_last: NHWC memory for the convolutions (faster on CPUs and tensor cores).
     """
 
     backend = "torch"
@@ -36,6 +37,7 @@ class TorchDetector(Detector):
         top_k: int = 100,
         half: bool | None = None,
         max_batch: int = 8,
+        channels_last: bool = True,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -46,7 +48,9 @@ class TorchDetector(Detector):
         self.half = (self.torch_device.type == "cuda") if half is None else half
         if self.half:
             model = model.half()
-        self.model = model.to(memory_format=torch.channels_last).eval()
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=layout).eval()
+        self.channels_last = channels_last
         self.post = PostProcessor(model.coder, score_threshold, iou_threshold, top_k)
         self.top_k = top_k
         self.max_batch = max_batch
@@ -59,13 +63,16 @@ class TorchDetector(Detector):
             tail="torch",
             precision="fp16" if self.half else "fp32",
         )
-        super().__init__(info, str(self.torch_device))
+        layout_name = "channels-last" if channels_last else "NCHW"
+        super().__init__(info, f"{self.torch_device} ({layout_name}, {info.precision})")
 
     @torch.inference_mode()
     def _infer(self, batch: np.ndarray):
         x = torch.from_numpy(batch).to(self.torch_device, non_blocking=True)
         x = x.flip(-1).permute(0, 3, 1, 2)  # BGR NHWC -> RGB NCHW (channels-last memory)
         x = x.half() if self.half else x.float()
+        if not self.channels_last:
+            x = x.contiguous()
         loc, conf = self.model(x)
         dets = self.post(loc.float(), conf.float(), self.model.priors.float())
         b, k = len(dets), self.top_k

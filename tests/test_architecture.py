@@ -87,3 +87,16 @@ def test_onnx_runtime_detects_with_torch_unimportable(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("onnxruntime on cpu")
+
+
+def test_the_command_line_starts_without_torch():
+    code = BLOCK_TORCH + (
+        "import main\n"
+        "parser = main.build_parser()\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(sorted(parser._subparsers._group_actions[0].choices))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for command in ("bench", "build", "eval", "export", "info", "train"):
+        assert command in r.stdout

@@ -121,3 +121,10 @@ def test_readme_quick_start_matches_ci():
     assert len(commands) == 2
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci
+
+
+def test_the_listed_checkpoint_kinds_are_the_importers():
+    from training.commands import CHECKPOINT_KINDS
+    from training.importers import KINDS
+
+    assert list(KINDS) == CHECKPOINT_KINDS

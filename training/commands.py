@@ -9,6 +9,14 @@ from pathlib import Path
 from training.priors import PRESETS
 from training.spec import BACKBONE_NAMES, CLASS_LISTS
 
+# training.importers.KINDS, listed here so that `main.py --help` does not import torch.
+CHECKPOINT_KINDS = [
+    "torchvision-vgg16",
+    "torchvision-mobilenet-v2",
+    "ssd-pytorch",
+    "torchvision-ssd300",
+]
+
 
 def add_model_options(p: argparse.ArgumentParser, classes_default: str | None = "voc") -> None:
     p.add_argument(
@@ -65,9 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help=".pth file")
     p.add_argument("-o", "--output", required=True, type=Path, help="weights file to write")
-    from training.importers import KINDS
-
-    p.add_argument("--kind", choices=list(KINDS), help="checkpoint type (default: detected)")
+    p.add_argument("--kind", choices=CHECKPOINT_KINDS, help="checkpoint type (default: detected)")
     add_model_options(p, classes_default=None)
     p.set_defaults(func=cmd_import)
 
