@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from engine.overlay import draw_detections
-from engine.runtime import EngineError, open_detector
+from engine.runtime import Detector, EngineError, open_detector
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -68,7 +68,9 @@ def end_to_end(det, video: Path, frames: int) -> dict:
             t1 = time.perf_counter()
             if not ok:
                 break
-            x = det.preprocess(frame)
+            # A private resized copy: a backend's own preprocess() may write into its one
+            # input buffer (TensorRT's pinned memory), which frames in the queue cannot share.
+            x = Detector.preprocess(det, frame)
             t2 = time.perf_counter()
             stage["decode"].append((t1 - t0) * 1000)
             stage["resize"].append((t2 - t1) * 1000)

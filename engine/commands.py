@@ -54,13 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     p.add_argument(
         "--workspace",
-        type=int,
+        type=_at_least(16),
         default=1024,
         help="builder workspace in MiB (default 1024; 256-512 on small Jetsons)",
     )
     p.add_argument(
         "--dla",
-        type=int,
+        type=_at_least(0),
         default=None,
         metavar="CORE",
         help="build for this DLA core, with GPU fallback (Jetson Xavier/Orin)",
@@ -91,12 +91,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"video for the end-to-end part (default: {SHARED_VIDEO} if present)",
     )
-    p.add_argument("--frames", type=int, default=300, help="end-to-end frames (default 300)")
-    p.add_argument("--runs", type=int, default=100, help="timed backend runs (default 100)")
-    p.add_argument("--batch", type=int, default=8, help="batched throughput size (default 8)")
+    p.add_argument(
+        "--frames", type=_at_least(1), default=300, help="end-to-end frames (default 300)"
+    )
+    p.add_argument(
+        "--runs", type=_at_least(1), default=100, help="timed backend runs (default 100)"
+    )
+    p.add_argument(
+        "--batch", type=_at_least(1), default=8, help="batched throughput size (default 8)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -149,10 +165,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backends = [
             b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
         ]
+    if not args.model.exists():
+        from engine.runtime import EngineError
+
+        raise EngineError(f"model not found: {args.model}")
     results = run_bench(
         args.model, backends, video, args.frames, args.runs, batch=args.batch, device=args.device
     )
     print(format_table(results))
+    if all("error" in r for r in results["backends"].values()):
+        from engine.runtime import EngineError
+
+        raise EngineError("no backend could run the model (see the table)")
     if args.json:
         save_json(results, args.json)
         print(f"results: {args.json}")

@@ -24,3 +24,7 @@ META_PRECISION = "ssd300.precision"
 # Nodes of the conv4_3 L2 normalization carry this name prefix, so a TensorRT builder can
 # keep them in FP32.
 L2NORM_PREFIX = "l2norm/"
+# Nodes outside the network (input conversion, softmax, decoding) carry this prefix and the
+# NMS tail's nodes "nms/": an FP16 TensorRT build keeps all three groups in FP32.
+FP32_PREFIX = "fp32/"
+NMS_PREFIX = "nms/"

@@ -31,11 +31,14 @@ from training.errors import SSDError
 from training.model import SSD
 
 OPSET = 18
+MAX_TOP_K = 3840  # the largest K of TensorRT's TopK layer
+# Candidates per class before NMS, as the PyTorch post-processing (and Caffe's top_k 400).
+CANDIDATES_PER_CLASS = 400
 IR_VERSION = 10  # what onnxruntime 1.18+ and TensorRT 8.6+ read
 
 
 class ExportError(SSDError):
-    pass
+    """Export options that cannot make a valid graph."""
 
 
 class ExportCore(nn.Module):
@@ -74,8 +77,8 @@ def export_onnx(
     """Writes the model as one self-contained ONNX file (weights inside) and returns its path."""
     if tail not in C.TAILS:
         raise ExportError(f"unknown NMS tail {tail!r}; choose one of {', '.join(C.TAILS)}")
-    if not 1 <= top_k <= 4096:
-        raise ExportError(f"top-K must be between 1 and 4096, got {top_k}")
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ExportError(f"top-K must be between 1 and {MAX_TOP_K}, got {top_k}")
     if not (0 <= score_threshold < 1 and 0 < iou_threshold <= 1):
         raise ExportError("thresholds: 0 <= score < 1 and 0 < IoU <= 1")
     path = Path(path)
@@ -99,7 +102,9 @@ def export_onnx(
     graph_model = program.model_proto
     _mark_l2norm(graph_model)
     if tail == "onnx":
-        _append_onnx_nms(graph_model, top_k, score_threshold, iou_threshold)
+        _append_onnx_nms(
+            graph_model, top_k, score_threshold, iou_threshold, model.spec.priors.num_boxes
+        )
     else:
         _append_efficient_nms(graph_model, model, top_k, score_threshold, iou_threshold)
     meta = {
@@ -126,11 +131,17 @@ def export_onnx(
 
 
 def _mark_l2norm(m: onnx.ModelProto) -> None:
-    """Prefixes the names of the nodes that implement the L2Norm module with l2norm/."""
+    """Names the nodes a TensorRT FP16 build must keep in FP32: the L2Norm module's
+    (l2norm/...) and those outside the network, i.e. input conversion, softmax and box
+    decoding (fp32/...); the NMS tail's nodes are named nms/...."""
     for node in m.graph.node:
         scope = {p.key: p.value for p in node.metadata_props}.get("namespace", "")
-        if "training.backbones.L2Norm" in scope and not node.name.startswith(C.L2NORM_PREFIX):
+        if node.name.startswith((C.L2NORM_PREFIX, C.FP32_PREFIX)):
+            continue
+        if "training.backbones.L2Norm" in scope:
             node.name = C.L2NORM_PREFIX + node.name
+        elif "training.model.SSD" not in scope:
+            node.name = C.FP32_PREFIX + node.name
 
 
 def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -151,21 +162,29 @@ def _fixed_outputs(k: int) -> list[onnx.ValueInfoProto]:
     ]
 
 
-def _append_onnx_nms(m: onnx.ModelProto, k: int, score_thr: float, iou_thr: float) -> None:
-    """Tail 'onnx': NonMaxSuppression per foreground class (at most K each), then the K best
-    overall by score (TopK; ties keep the NMS order: class, then score), padded with zeros."""
+def _append_onnx_nms(
+    m: onnx.ModelProto, k: int, score_thr: float, iou_thr: float, num_boxes: int
+) -> None:
+    """Tail 'onnx', the PyTorch post-processing in ONNX ops: per foreground class the best
+    CANDIDATES boxes (TopK), NonMaxSuppression with the classes as its batch (each class
+    has its own candidates), at most K per class, then the K best overall by score (TopK;
+    ties keep the NMS order: class, then score), padded with zeros."""
     g = m.graph
+    cand = min(CANDIDATES_PER_CLASS, num_boxes)
     g.initializer.extend(
         [
             _const("nms_k", np.array([k], np.int64)),
             _const("nms_iou", np.array([iou_thr], np.float32)),
             _const("nms_score", np.array([score_thr], np.float32)),
+            _const("nms_cand", np.array([cand], np.int64)),
             _const("c_start1", np.array([1], np.int64)),
             _const("c_end", np.array([np.iinfo(np.int64).max], np.int64)),
             _const("c_axis2", np.array([2], np.int64)),
+            _const("c_axis1", np.array([1], np.int64)),
             _const("c_axis0", np.array([0], np.int64)),
+            _const("c_zero", np.array(0, np.int64)),
             _const("c_one", np.array(1, np.int64)),
-            _const("c_two", np.array(2, np.int64)),
+            _const("c_cols02", np.array([0, 2], np.int64)),
             _const("c_pad_scores", np.full([k], -1.0, np.float32)),
             _const("c_pad_boxes", np.zeros([k, 4], np.float32)),
             _const("c_pad_classes", np.zeros([k], np.int64)),
@@ -186,25 +205,41 @@ def _append_onnx_nms(m: onnx.ModelProto, k: int, score_thr: float, iou_thr: floa
                 name="nms/slice_bg",
             ),
             mk("Transpose", ["nms_fg"], ["nms_fg_t"], perm=[0, 2, 1], name="nms/transpose"),
+            mk("Squeeze", ["nms_fg_t", "c_axis0"], ["nms_cls_scores"], name="nms/squeeze_s"),
+            mk(
+                "TopK",
+                ["nms_cls_scores", "nms_cand"],
+                ["nms_cand_scores", "nms_cand_idx"],
+                axis=1,
+                largest=1,
+                sorted=1,
+                name="nms/candidates",
+            ),
+            mk("Squeeze", ["_boxes", "c_axis0"], ["nms_boxes2d"], name="nms/squeeze_b"),
+            mk(
+                "Gather",
+                ["nms_boxes2d", "nms_cand_idx"],
+                ["nms_cand_boxes"],
+                axis=0,
+                name="nms/candidate_boxes",
+            ),
+            mk("Unsqueeze", ["nms_cand_scores", "c_axis1"], ["nms_cand_scores3"], name="nms/unsq"),
             mk(
                 "NonMaxSuppression",
-                ["_boxes", "nms_fg_t", "nms_k", "nms_iou", "nms_score"],
+                ["nms_cand_boxes", "nms_cand_scores3", "nms_k", "nms_iou", "nms_score"],
                 ["nms_sel"],
                 center_point_box=0,
                 name="nms/nms",
             ),
-            mk("Gather", ["nms_sel", "c_one"], ["nms_cls0"], axis=1, name="nms/class"),
-            mk("Add", ["nms_cls0", "c_one"], ["nms_cls"], name="nms/class_id"),
-            mk("Gather", ["nms_sel", "c_two"], ["nms_box_idx"], axis=1, name="nms/box_index"),
-            mk("GatherND", ["nms_fg_t", "nms_sel"], ["nms_sel_scores"], name="nms/scores"),
-            mk("Squeeze", ["_boxes", "c_axis0"], ["nms_boxes2d"], name="nms/squeeze"),
             mk(
-                "Gather",
-                ["nms_boxes2d", "nms_box_idx"],
-                ["nms_sel_boxes"],
-                axis=0,
-                name="nms/boxes",
+                "Gather", ["nms_sel", "c_cols02"], ["nms_sel_ij"], axis=1, name="nms/class_and_rank"
             ),
+            mk("Gather", ["nms_sel", "c_zero"], ["nms_cls0"], axis=1, name="nms/class"),
+            mk("Add", ["nms_cls0", "c_one"], ["nms_cls"], name="nms/class_id"),
+            mk(
+                "GatherND", ["nms_cand_scores", "nms_sel_ij"], ["nms_sel_scores"], name="nms/scores"
+            ),
+            mk("GatherND", ["nms_cand_boxes", "nms_sel_ij"], ["nms_sel_boxes"], name="nms/boxes"),
             mk(
                 "Concat",
                 ["nms_sel_scores", "c_pad_scores"],

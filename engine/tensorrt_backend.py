@@ -76,9 +76,11 @@ def build_settings(
     - TRT < 10: EXPLICIT_BATCH must be asked for; >= 10 it is the default (removed in 11).
     - TRT 11 is always strongly typed: precision comes from the ONNX; there is no FP16 flag,
       so FP16 needs an FP16 ONNX (`main.py export --fp16`, L2Norm kept FP32 inside).
-    - TRT 8.6 / 10.x with an FP32 ONNX: BuilderFlag.FP16, with the L2Norm layers pinned to
-      FP32 (OBEY_PRECISION_CONSTRAINTS): its sum of squares overflows FP16.
-    - An FP16 ONNX on 10.x builds strongly typed (its casts already keep L2Norm in FP32).
+    - TRT 8.6 / 10.x with an FP32 ONNX: BuilderFlag.FP16, with the L2Norm layers (their
+      sum of squares overflows FP16), the input conversion, softmax, decoding and NMS pinned
+      to FP32 (OBEY_PRECISION_CONSTRAINTS).
+    - An FP16 ONNX builds strongly typed on 10.x (its casts already keep those in FP32);
+      8.x has no strong typing, so there it is built like an FP32 ONNX.
     - DLA: GPU_FALLBACK so the layers DLA cannot run (softmax, NMS) stay on the GPU.
     """
     if precision not in ("fp16", "fp32"):
@@ -89,7 +91,7 @@ def build_settings(
     pin = False
     if major < 10:
         net.append("EXPLICIT_BATCH")
-    strongly_typed = major >= 11 or onnx_precision == "fp16"
+    strongly_typed = major >= 11 or (major >= 10 and onnx_precision == "fp16")
     if strongly_typed:
         net.append("STRONGLY_TYPED")
         if precision == "fp16" and onnx_precision != "fp16":
@@ -99,6 +101,8 @@ def build_settings(
             )
         if precision == "fp32" and onnx_precision == "fp16":
             raise EngineError("this ONNX is FP16; an FP32 engine needs an FP32 ONNX export")
+    elif precision == "fp32" and onnx_precision == "fp16":
+        raise EngineError("this ONNX is FP16; an FP32 engine needs an FP32 ONNX export")
     elif precision == "fp16":
         flags += ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
         pin = True
@@ -197,7 +201,7 @@ def build_engine(
             if json.loads(sidecar.read_text()) == meta:
                 log(f"engine up to date: {out}")
                 return out
-        except ValueError:
+        except ValueError:  # an unreadable sidecar: rebuild, as for a stale one
             pass
         log(f"engine {out} was built for another ONNX, TensorRT or GPU: rebuilding")
     settings = build_settings(trt.__version__, precision, info.precision, dla_core is not None)
@@ -220,12 +224,12 @@ def build_engine(
         pinned = 0
         for i in range(network.num_layers):
             layer = network.get_layer(i)
-            if layer.name.startswith(C.L2NORM_PREFIX):
+            if layer.name.startswith((C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFIX)):
                 layer.precision = trt.float32
                 for j in range(layer.num_outputs):
                     layer.set_output_type(j, trt.float32)
                 pinned += 1
-        log(f"kept {pinned} L2Norm layers in FP32")
+        log(f"kept {pinned} layers in FP32 (L2Norm, input, softmax, decoding, NMS)")
     if dla_core is not None:
         if builder.num_DLA_cores <= dla_core:
             raise EngineError(
@@ -244,7 +248,9 @@ def build_engine(
     _write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
     sidecar.write_text(json.dumps(meta, indent=2))
     # Keep the model description beside the engine: the runtime needs the class names.
-    out.with_suffix(out.suffix + ".meta.json").write_text(json.dumps(info.__dict__))
+    out.with_suffix(out.suffix + ".meta.json").write_text(
+        json.dumps({**info.__dict__, "dla_core": dla_core})
+    )
     log(f"engine written: {out}")
     return out
 
@@ -273,12 +279,14 @@ class TensorRTDetector(Detector):
         model = Path(model)
         if model.suffix == ".onnx":
             model = build_engine(model, None, precision, workspace_mb, dla_core, cache_dir, log)
-        info = self._engine_info(model)
+        info, engine_dla = self._engine_info(model)
         _check(cudart.cudaSetDevice(0), "cudaSetDevice")
         self._cudart = cudart
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")
         self._runtime = trt.Runtime(logger)
+        if engine_dla is not None:  # a DLA engine runs on the core it was built for
+            self._runtime.DLA_core = engine_dla
         engine = self._runtime.deserialize_cuda_engine(model.read_bytes())
         if engine is None:
             raise EngineError(
@@ -311,7 +319,8 @@ class TensorRTDetector(Detector):
         super().__init__(info, f"cuda:0 ({trt.__version__})")
 
     @staticmethod
-    def _engine_info(engine_path: Path) -> ModelInfo:
+    def _engine_info(engine_path: Path) -> tuple[ModelInfo, int | None]:
+        """The model description and DLA core stored beside an engine by build_engine."""
         if not engine_path.is_file():
             raise EngineError(
                 f"engine not found: {engine_path}; build it with `main.py build MODEL.onnx`"
@@ -322,7 +331,9 @@ class TensorRTDetector(Detector):
                 f"{engine_path}: no {meta.name} beside it (`main.py build` writes one)"
             )
         try:
-            return ModelInfo(**json.loads(meta.read_text()))
+            d = json.loads(meta.read_text())
+            dla = d.pop("dla_core", None)
+            return ModelInfo(**d), dla
         except (ValueError, TypeError) as e:
             raise EngineError(f"{meta}: unreadable model description ({e})") from None
 

@@ -40,7 +40,9 @@ class L2Norm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
-        norm = xf.pow(2).sum(dim=1, keepdim=True).sqrt() + self.eps
+        # max(norm, eps), as torchvision's F.normalize: an all-zero pixel gives 0, not 0/0
+        # (ssd.pytorch adds eps; the two differ only below 1e-10)
+        norm = xf.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=self.eps)
         return (self.weight.float()[None, :, None, None] * xf / norm).to(x.dtype)
 
 

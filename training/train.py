@@ -186,7 +186,7 @@ def set_rng_state(state: dict) -> None:
 
 
 class _StopRequested(Exception):
-    pass
+    """Raised between steps when a stop was asked for (Ctrl-C, SIGTERM, on any rank)."""
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -145,10 +146,18 @@ def test_export_build_and_bench_commands(model_files, tmp_path, shared_data):
     r = run_main("export", weights, "-o", out, "--score-threshold", "0.2", "--top-k", "50")
     assert r.returncode == 0, r.stderr
     assert out.is_file()
-    r = run_main("build", out)  # no TensorRT on these machines
+    if importlib.util.find_spec("tensorrt") is None:  # the case on these machines
+        r = run_main("build", out)
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: TensorRT is not installed")
+        assert len(r.stderr.strip().splitlines()) == 1
+    for bad in (["bench", out, "--runs", "0"], ["build", out, "--workspace", "-1"]):
+        r = run_main(*bad)
+        assert r.returncode == 2
+        assert "must be at least" in r.stderr
+    r = run_main("bench", tmp_path / "nope.onnx")
     assert r.returncode == 1
-    assert r.stderr.startswith("error: TensorRT is not installed")
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.strip() == f"error: model not found: {tmp_path / 'nope.onnx'}"
     res = tmp_path / "bench.json"
     video = shared_data / "videos" / "vtest.avi"
     r = run_main("bench", out, "--video", video, "--frames", "10", "--runs", "5", "--json", res)

@@ -33,7 +33,10 @@ def fake_trt(version: str, has_fp16_flag: bool = True, build_ok: bool = True):
 
     trt.Logger = Logger
     trt.init_libnvinfer_plugins = lambda logger, ns: calls.setdefault("plugins", True)
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+    net_flags = {"EXPLICIT_BATCH": 0}
+    if int(version.split(".")[0]) >= 10:  # strong typing came after 8.6
+        net_flags["STRONGLY_TYPED"] = 1
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**net_flags)
     flags = {"OBEY_PRECISION_CONSTRAINTS": 10, "GPU_FALLBACK": 11}
     if has_fp16_flag:
         flags["FP16"] = 12
@@ -44,7 +47,8 @@ def fake_trt(version: str, has_fp16_flag: bool = True, build_ok: bool = True):
     class Network:
         def __init__(self):
             self.layers = [FakeLayer("node_conv_1"), FakeLayer("l2norm/node_pow_1"),
-                           FakeLayer("l2norm/node_div_1"), FakeLayer("nms/nms")]  # fmt: skip
+                           FakeLayer("l2norm/node_div_1"), FakeLayer("fp32/node_softmax"),
+                           FakeLayer("nms/nms")]  # fmt: skip
             self.num_layers = len(self.layers)
 
         def get_layer(self, i):
@@ -164,8 +168,10 @@ def test_fp16_build_on_tensorrt_10_pins_l2norm_and_caches(with_trt, onnx_file, t
     layers = {layer.name: layer for layer in trt.calls["network"].layers}
     assert layers["l2norm/node_pow_1"].precision == "float32"
     assert layers["l2norm/node_pow_1"].output_types == {0: "float32"}
+    assert layers["fp32/node_softmax"].precision == "float32"
+    assert layers["nms/nms"].precision == "float32"
     assert layers["node_conv_1"].precision is None
-    assert "kept 2 L2Norm layers in FP32" in logs
+    assert any(m.startswith("kept 4 layers in FP32") for m in logs)
     sidecar = json.loads(out.with_suffix(".engine.json").read_text())
     assert sidecar["tensorrt"] == "10.3.0"
     assert sidecar["sm"] == "87"
@@ -240,3 +246,45 @@ def test_a_foreign_or_corrupt_engine_is_refused(tmp_path, monkeypatch):
     engine.with_suffix(".engine.meta.json").write_text(json.dumps({"class_names": ["a"]}))
     with pytest.raises(EngineError, match="cannot load this engine.*main.py build"):
         T.TensorRTDetector(engine)
+
+
+def test_tensorrt_8_6_builds_an_fp16_onnx_without_strong_typing(with_trt, tmp_path):
+    from engine.export import export_onnx
+    from training.model import SSD
+    from training.spec import make_spec
+
+    onnx16 = export_onnx(
+        SSD(make_spec("mobilenet_v2", "a,", "voc")), tmp_path / "h.onnx", fp16=True
+    )
+    trt = with_trt("8.6.2")
+    T.build_engine(onnx16, cache_dir=tmp_path, log=lambda m: None)
+    assert trt.calls["network_flags"] == 1 << 0  # EXPLICIT_BATCH only
+    assert trt.BuilderFlag.FP16 in trt.calls["flags"]
+    assert T.build_settings("8.6.2", "fp16", "fp16").network_flags == ("EXPLICIT_BATCH",)
+
+
+def test_a_dla_engine_is_loaded_on_its_core(with_trt, onnx_file, tmp_path, monkeypatch):
+    trt = with_trt("10.3.0")
+    out = T.build_engine(
+        onnx_file, tmp_path / "d.engine", cache_dir=tmp_path, dla_core=1, log=lambda m: None
+    )
+    assert trt.BuilderFlag.GPU_FALLBACK in trt.calls["flags"]
+    seen = {}
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def __setattr__(self, name, value):
+            seen[name] = value
+
+        def deserialize_cuda_engine(self, data):
+            return None
+
+    trt.Runtime = Runtime
+    monkeypatch.setattr(
+        T, "_import_cudart", lambda: types.SimpleNamespace(cudaSetDevice=lambda d: (0,))
+    )
+    with pytest.raises(EngineError, match="cannot load this engine"):
+        T.TensorRTDetector(out)
+    assert seen == {"DLA_core": 1}
