@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.commands import int_in_range
+
 SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "vtest.avi"
 
 
@@ -54,13 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     p.add_argument(
         "--workspace",
-        type=_at_least(16),
+        type=int_in_range(16),
         default=1024,
         help="builder workspace in MiB (default 1024; 256-512 on small Jetsons)",
     )
     p.add_argument(
         "--dla",
-        type=_at_least(0),
+        type=int_in_range(0),
         default=None,
         metavar="CORE",
         help="build for this DLA core, with GPU fallback (Jetson Xavier/Orin)",
@@ -92,27 +94,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"video for the end-to-end part (default: {SHARED_VIDEO} if present)",
     )
     p.add_argument(
-        "--frames", type=_at_least(1), default=300, help="end-to-end frames (default 300)"
+        "--frames", type=int_in_range(1), default=300, help="end-to-end frames (default 300)"
     )
     p.add_argument(
-        "--runs", type=_at_least(1), default=100, help="timed backend runs (default 100)"
+        "--runs", type=int_in_range(1), default=100, help="timed backend runs (default 100)"
     )
     p.add_argument(
-        "--batch", type=_at_least(1), default=8, help="batched throughput size (default 8)"
+        "--batch", type=int_in_range(1), default=8, help="batched throughput size (default 8)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
-
-
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
-        return value
-
-    return parse
 
 
 def cmd_export(args: argparse.Namespace) -> int:

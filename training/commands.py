@@ -128,11 +128,22 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text}")
-    return value
+def int_in_range(low: int, high: int | None = None, high_text: str | None = None):
+    """An argparse type: an integer >= low (and <= high), else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if high is not None and not low <= value <= high:
+            upper = high_text or str(high)
+            raise argparse.ArgumentTypeError(f"must be between {low} and {upper}, got {text}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    return parse
+
+
+_seed = int_in_range(0, 2**63 - 1, "2**63 - 1")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

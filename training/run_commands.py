@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from training.commands import int_in_range
+
 # Command-line options of `train` that map onto TrainConfig fields (None: not given).
 _TRAIN_OPTIONS = [
     ("--data", str, "training data: a VOC folder or devkit, a YOLO data.yaml or a COCO .json"),
@@ -69,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset (same kinds as train --data)")
     p.add_argument("--split", help="split of the dataset")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p.add_argument("--batch-size", type=_positive, default=16, help="images per batch (default 16)")
+    p.add_argument(
+        "--batch-size", type=int_in_range(1), default=16, help="images per batch (default 16)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument(
         "--score-threshold",
@@ -78,24 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lowest score kept (default 0.01, as the paper's evaluation)",
     )
     p.add_argument(
-        "--workers", type=_non_negative, default=2, help="data-loading processes (default 2)"
+        "--workers", type=int_in_range(0), default=2, help="data-loading processes (default 2)"
     )
     p.add_argument("--no-coco", action="store_true", help="skip the COCO metrics")
     p.set_defaults(func=cmd_eval)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def config_from_args(args: argparse.Namespace):

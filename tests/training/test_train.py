@@ -133,31 +133,18 @@ def run_main(*args, cwd=ROOT, extra_env=None):
     )
 
 
+def train_args(shared_data, split, out, epochs, batch):
+    """`main.py train` on a raccoon list file, validated on the same images, on the CPU."""
+    raccoon = shared_data / "raccoon"
+    return ["train", "--data", raccoon, "--split", split, "--val-data", raccoon,
+            "--val-split", split, "--epochs", str(epochs), "--batch-size", str(batch),
+            "--workers", "0", "--device", "cpu", "--output", out]  # fmt: skip
+
+
 def test_train_and_eval_commands(shared_data, tmp_path):
     split = tiny_split(shared_data, tmp_path, 4)
     out = tmp_path / "run"
-    r = run_main(
-        "main.py",
-        "train",
-        "--data",
-        shared_data / "raccoon",
-        "--split",
-        split,
-        "--val-data",
-        shared_data / "raccoon",
-        "--val-split",
-        split,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--output",
-        out,
-        "--device",
-        "cpu",
-    )
+    r = run_main("main.py", *train_args(shared_data, split, out, epochs=1, batch=2))
     assert r.returncode == 0, r.stderr
     assert "validation AP50" in r.stdout
     assert (out / "best.safetensors").is_file()
@@ -195,25 +182,7 @@ def test_distributed_training_runs_two_cpu_processes_to_the_end(shared_data, tmp
         "--standalone",
         "--nproc_per_node=2",
         "main.py",
-        "train",
-        "--data",
-        shared_data / "raccoon",
-        "--split",
-        split,
-        "--val-data",
-        shared_data / "raccoon",
-        "--val-split",
-        split,
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--output",
-        out,
+        *train_args(shared_data, split, out, epochs=2, batch=4),
         extra_env={"OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr[-3000:]
