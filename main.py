@@ -19,12 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from engine import commands as engine_commands
+    from engine import video_command
     from training import commands as model_commands
     from training import run_commands
 
     model_commands.register(sub)
     run_commands.register(sub)
     engine_commands.register(sub)
+    video_command.register(sub)
     return parser
 
 
@@ -32,16 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from engine.runtime import EngineError
+    from engine.sources import mask_credentials
     from training.errors import SSDError
 
     try:
         return args.func(args)
     except (SSDError, EngineError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_credentials(str(e))}", file=sys.stderr)
         return 1
     except OSError as e:  # unwritable output, disk full, ...
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        print(mask_credentials(f"error: {e.strerror or e}{where}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ This side imports torch and training; the runtime side does not.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def export_onnx(
     core = ExportCore(model, tail, half=fp16).eval()
     size = model.spec.input_size
     dummy = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    # The exporter logs a warning per torchvision op it cannot find; torchvision is not used.
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -99,6 +104,7 @@ def export_onnx(
             output_names=["_boxes", "_scores"],
             verbose=False,
         )
+    quiet.setLevel(level)
     graph_model = program.model_proto
     _mark_l2norm(graph_model)
     if tail == "onnx":
@@ -332,3 +338,21 @@ def export_weights(weights: str | Path, output: str | Path | None = None, **opti
         )
         output = weights.with_name(weights.stem + suffix + ".onnx")
     return export_onnx(model, output, **options)
+
+
+def export_cached(weights: str | Path, cache_dir: Path | None = None, **options) -> Path:
+    """The ONNX of a weights file with these export options, exported once into a cache
+    (~/.cache/ssd300/onnx) under a name made of the weights' hash and the options."""
+    import hashlib
+    import json
+
+    from engine.tensorrt_backend import file_sha256
+
+    weights = Path(weights)
+    cache = cache_dir or Path.home() / ".cache" / "ssd300" / "onnx"
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    out = cache / f"{weights.stem}_{file_sha256(weights)[:12]}_{key}.onnx"
+    if not out.is_file():
+        print(f"exporting {weights} to ONNX (once; cached as {out})", flush=True)
+        export_weights(weights, out, **options)
+    return out

@@ -43,3 +43,36 @@ def draw_detections(frame: np.ndarray, dets: Detections, show_scores: bool = Tru
             cv2.LINE_AA,
         )
     return frame
+
+
+def draw_status(
+    frame: np.ndarray, fps: float | None = None, frame_index: int | None = None
+) -> np.ndarray:
+    """Writes 'FPS 12.3  frame 456' in the top-left corner (white on a dark band), scaled
+    with the frame like the labels; returns the frame."""
+    parts = []
+    if fps is not None:
+        parts.append(f"FPS {fps:.1f}")
+    if frame_index is not None:
+        parts.append(f"frame {frame_index}")
+    if not parts:
+        return frame
+    text = "  ".join(parts)
+    h, w = frame.shape[:2]
+    scale = max(h, w) / 1000.0
+    thickness = max(1, int(round(2 * scale)))
+    font_scale = max(0.4, 0.6 * scale)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    pad = max(2, int(4 * scale))
+    cv2.rectangle(frame, (0, 0), (tw + 2 * pad, th + base + 2 * pad), (32, 32, 32), cv2.FILLED)
+    cv2.putText(
+        frame,
+        text,
+        (pad, pad + th),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        font_scale,
+        (255, 255, 255),
+        thickness,
+        cv2.LINE_AA,
+    )
+    return frame

@@ -155,8 +155,7 @@ class Detector:
         for start in range(0, len(frames), self.max_batch):
             chunk = frames[start : start + self.max_batch]
             batch = np.stack([self.preprocess(f) for f in chunk])
-            with self._lock:
-                num, boxes, scores, cls = self._infer(batch)
+            num, boxes, scores, cls = self.run(batch)
             for i, f in enumerate(chunk):
                 out.append(
                     self.to_detections(
@@ -164,6 +163,13 @@ class Detector:
                     )
                 )
         return out
+
+    def run(self, batch: np.ndarray):
+        """The raw outputs for a preprocessed uint8 [B, S, S, 3] BGR batch (B <= max_batch):
+        num [B, 1], boxes [B, K, 4] normalized, scores [B, K], class ids [B, K]. For
+        pipelines that resize frames on another thread; pass each row to to_detections."""
+        with self._lock:
+            return self._infer(batch)
 
     def to_detections(
         self, num, boxes, scores, classes, frame_shape, score_threshold=None, keep_classes=None

@@ -47,7 +47,16 @@ sys.meta_path.insert(0, Block())
 """
 
 
-RUNTIME = ["engine.runtime", "engine.contract", "engine.tensorrt_backend"]
+RUNTIME = [
+    "engine.runtime",
+    "engine.contract",
+    "engine.tensorrt_backend",
+    "engine.overlay",
+    "engine.sources",
+    "engine.writers",
+    "engine.video",
+    "engine.video_command",
+]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,430 @@
+"""The `video` command of main.py: inputs in, annotated videos and detection logs out."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from engine.writers import X264_PRESETS
+
+DEFAULT_OUTPUT = Path("runs/video")
+
+
+def parse_time(text: str) -> float:
+    """Seconds from '90', '90.5', '1:30' or '1:02:03.5'."""
+    if not re.fullmatch(r"\d+(\.\d*)?|(\d+:){1,2}\d+(\.\d*)?", text.strip()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give seconds (90, 12.5) or [HH:]MM:SS[.ms]"
+        )
+    seconds = 0.0
+    for part in text.strip().split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (this module stays free of training/ and torch)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return v
+
+
+def threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "video",
+        help="detect in video files, folders, webcams or streams; write annotated videos "
+        "and detection logs",
+        description="Run a detector over videos and write, per input, an annotated video "
+        "(same size, frame rate and frame count) and a JSON Lines log of every detection. "
+        "Decoding, inference and encoding run in parallel; files lose no frame, live "
+        "sources always process the newest frame. Ctrl-C or SIGTERM stops cleanly: what was "
+        "processed is finalized (playable video, complete log).",
+        epilog="Inputs: video files, folders (searched recursively for video files), globs "
+        "('clips/**/*.mp4', quoted), a webcam index (0) or a stream URL (rtsp://, http://; "
+        "credentials in it are never printed). Outputs: OUTPUT/NAME.mp4, NAME.jsonl (one "
+        "line per processed frame: frame, time, detections with box in pixels, score, "
+        "class_id, class), NAME.csv with --csv, and summary.json for the run. Exit code: 0 "
+        "when every input was processed completely, 1 when any failed (the others are still "
+        "processed), 130/143 after Ctrl-C/SIGTERM.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders, globs, 0, URLs")
+    p.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        required=True,
+        help=".onnx (from `main.py export`), TensorRT engine, or .safetensors weights",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"output folder (default {DEFAULT_OUTPUT}); files of a searched folder keep "
+        "their sub-folders; existing outputs are replaced, inputs never",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        help="auto: TensorRT when installed with a GPU, else ONNX Runtime (weights files "
+        "are exported to ONNX once and cached); torch runs weights files in PyTorch",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--score-threshold",
+        "--conf",
+        type=threshold,
+        default=None,
+        help="keep detections at least this confident (default: the model's, 0.3 for "
+        "exports with the defaults)",
+    )
+    p.add_argument(
+        "--iou-threshold",
+        "--iou",
+        type=threshold,
+        default=None,
+        help="NMS IoU (default: the model's, 0.45); fixed inside an ONNX or engine, so it "
+        "applies to weights files",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names or ids to keep (e.g. person,car); default all",
+    )
+    p.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run the detector on every Nth frame; the frames between show its last "
+        "detections and are not logged (default 1: every frame)",
+    )
+    p.add_argument(
+        "--start", type=parse_time, default=0.0, help="start time in a file: seconds or MM:SS"
+    )
+    p.add_argument(
+        "--end",
+        type=parse_time,
+        default=None,
+        help="end time in a file, or how long to record a live source (seconds or MM:SS)",
+    )
+    p.add_argument("--no-video", action="store_true", help="write the logs only")
+    p.add_argument("--csv", action="store_true", help="also write NAME.csv, a row per detection")
+    p.add_argument(
+        "--codec",
+        default="auto",
+        choices=["auto", "h264", "mp4v", "mjpg"],
+        help="auto: H.264 MP4 (browser-playable) when PyAV is installed, else mp4v; mjpg "
+        "writes AVI",
+    )
+    p.add_argument(
+        "--preset",
+        default="ultrafast",
+        choices=list(X264_PRESETS),
+        help="H.264 speed/size trade-off (default ultrafast: least CPU, files about twice "
+        "the size of veryfast's at the same quality)",
+    )
+    p.add_argument("--show-fps", action="store_true", help="draw the processing FPS")
+    p.add_argument("--show-frame", action="store_true", help="draw the frame number")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they need a terminal)"
+    )
+    p.set_defaults(func=cmd_video)
+
+
+def open_model(args: argparse.Namespace):
+    """A Detector for --model/--backend/--device honouring the thresholds: a weights file is
+    exported (cached) with them for ONNX Runtime or TensorRT, or run by PyTorch with them."""
+    from engine.runtime import EngineError, available_backends, open_detector
+
+    model: Path = args.model
+    if not model.exists():
+        raise EngineError(f"model not found: {model}")
+    score, iou = args.score_threshold, args.iou_threshold
+    if model.suffix == ".safetensors":
+        backend = args.backend
+        if backend == "auto":
+            found = available_backends()
+            if "tensorrt" in found and args.device != "cpu":
+                backend = "tensorrt"
+            else:
+                backend = "onnxruntime" if "onnxruntime" in found else "torch"
+        options = {}
+        if score is not None:
+            options["score_threshold"] = score
+        if iou is not None:
+            options["iou_threshold"] = iou
+        if backend == "torch":
+            return open_detector(model, "torch", args.device, **options)
+        try:
+            from engine.export import export_cached
+        except ImportError as e:
+            raise EngineError(
+                f"{model}: exporting a weights file needs PyTorch ({e}); export it on a "
+                "machine with PyTorch (`main.py export`) and pass the .onnx"
+            ) from None
+        return open_detector(export_cached(model, **options), backend, args.device)
+    det = open_detector(model, args.backend, args.device)
+    fixed = det.info
+    if iou is not None and abs(iou - fixed.iou_threshold) > 1e-6:
+        det.close()
+        raise EngineError(
+            f"{model} does NMS with IoU {fixed.iou_threshold:g} inside the graph; re-export "
+            f"with `main.py export WEIGHTS --iou-threshold {iou:g}` or pass the weights file"
+        )
+    if score is not None and score < fixed.score_threshold - 1e-6:
+        det.close()
+        raise EngineError(
+            f"{model} keeps only scores >= {fixed.score_threshold:g}; re-export with "
+            f"`main.py export WEIGHTS --score-threshold {score:g}` or pass the weights file"
+        )
+    return det
+
+
+def parse_classes(text: str | None, class_names: list[str]) -> list[int] | None:
+    """Class ids (1-based, 0 is background) from 'person,car' or '15,7'."""
+    from engine.runtime import EngineError
+
+    if not text:
+        return None
+    lookup = {n.lower(): i + 1 for i, n in enumerate(class_names)}
+    ids = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item.isdigit() and 1 <= int(item) <= len(class_names):
+            ids.append(int(item))
+        elif item.lower() in lookup:
+            ids.append(lookup[item.lower()])
+        else:
+            shown = ", ".join(class_names[:30]) + (" ..." if len(class_names) > 30 else "")
+            raise EngineError(f"unknown class {item!r}; the model's classes: {shown}")
+    return sorted(set(ids))
+
+
+def _probe_total(sources, opts) -> int:
+    """Frames the file inputs will give (for the overall progress bar); 0 if unknown."""
+    import cv2
+
+    total = 0
+    for s in sources:
+        if s.live:
+            return 0
+        cap = cv2.VideoCapture(str(s.target), cv2.CAP_FFMPEG)
+        if cap.isOpened():
+            n = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            end = n if opts.end is None else min(n, int(opts.end * fps + 0.999999))
+            total += max(0, end - int(round(opts.start * fps)))
+        cap.release()
+    return total
+
+
+class _Bars:
+    """tqdm bars: one per input (frames, FPS, ETA) and an overall one for several inputs."""
+
+    def __init__(self, n_inputs: int, total: int) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.overall = None
+        if n_inputs > 1:
+            self.overall = tqdm(
+                total=total or None, desc="all inputs", unit="frame", position=0, leave=True
+            )
+
+    def __call__(self, res, total: int):
+        bar = self.tqdm(
+            total=total or None,
+            desc=Path(res.source).name[:40],
+            unit="frame",
+            position=1 if self.overall is not None else 0,
+            leave=False,
+        )
+        overall = self.overall
+
+        class Pair:
+            def update(self, n: int) -> None:
+                bar.update(n)
+                if overall is not None:
+                    overall.update(n)
+
+            def close(self) -> None:
+                bar.close()
+
+        return Pair()
+
+    def write(self, text: str) -> None:
+        self.tqdm.write(text)
+
+    def close(self) -> None:
+        if self.overall is not None:
+            self.overall.close()
+
+
+def _describe(res) -> str:
+    dets = sum(res.detections.values())
+    top = ", ".join(f"{k} {v}" for k, v in list(res.detections.items())[:5])
+    more = " ..." if len(res.detections) > 5 else ""
+    parts = [f"{res.frames} frames"]
+    if res.inferred != res.frames:
+        parts.append(f"{res.inferred} inferred")
+    if res.dropped:
+        parts.append(f"{res.dropped} dropped")
+    parts.append(f"{dets} detections" + (f" ({top}{more})" if dets else ""))
+    parts.append(f"{res.fps:.1f} FPS")
+    return ", ".join(parts)
+
+
+def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
+    from collections import Counter
+
+    ok = sum(r.status == "ok" for r in results)
+    frames = sum(r.frames for r in results)
+    lines = [
+        f"summary: {len(results)} input{'s' * (len(results) != 1)}, {ok} complete; "
+        f"{frames} frames in {seconds:.1f} s ({frames / seconds if seconds else 0:.1f} FPS "
+        "overall, model loading excluded)"
+    ]
+    counts: Counter = Counter()
+    for r in results:
+        counts.update(r.detections)
+    if counts:
+        lines.append("detections: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    weights = [(r.stage_ms, r.frames) for r in results if r.frames]
+    if weights:
+        total = sum(w for _, w in weights)
+        keys = [k for k in ("decode", "resize", "infer", "post", "draw", "encode", "log")]
+        avg = {
+            k: sum(s.get(k, 0.0) * w for s, w in weights) / total
+            for k in keys
+            if any(k in s for s, _ in weights)
+        }
+        lines.append(
+            "ms per frame by stage (the stages overlap): "
+            + "  ".join(f"{k} {v:.2f}" for k, v in avg.items())
+        )
+    bad = [r for r in results if r.status != "ok"]
+    for r in bad:
+        lines.append(f"  {r.status}: {r.source}: {r.message}")
+    lines.append(f"outputs in {out_dir} (summary.json lists them)")
+    return lines
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from engine.runtime import EngineError
+    from engine.sources import resolve_inputs
+    from engine.video import (
+        GracefulStop,
+        InputResult,
+        VideoOptions,
+        VideoProcessor,
+        check_output_dir,
+        output_paths,
+        write_summary,
+    )
+    from engine.writers import resolve_codec
+
+    if args.end is not None and args.end <= args.start:
+        raise EngineError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
+    sources, problems = resolve_inputs(args.inputs)
+    for prob in problems:
+        print(f"error: {prob.display}: {prob.message}", file=sys.stderr)
+    if not sources:
+        raise EngineError("no input to process")
+    out_dir: Path = args.output
+    check_output_dir(out_dir)
+    codec, note = (None, None) if args.no_video else resolve_codec(args.codec)
+    if note:
+        print(f"note: {note}")
+    det = open_model(args)
+    with det:
+        opts = VideoOptions(
+            output_dir=out_dir,
+            score_threshold=args.score_threshold,
+            classes=parse_classes(args.classes, det.class_names),
+            every=args.every,
+            start=args.start,
+            end=args.end,
+            write_video=not args.no_video,
+            csv=args.csv,
+            codec=codec or "mp4v",
+            preset=args.preset,
+            show_fps=args.show_fps,
+            show_frame=args.show_frame,
+        )
+        print(f"model {args.model} on {det.describe()}; {len(sources)} input(s) -> {out_dir}")
+        plans = output_paths(sources, out_dir, opts)
+        bars = None
+        if not args.no_progress and sys.stderr.isatty():
+            bars = _Bars(len(sources), _probe_total(sources, opts))
+        say = bars.write if bars else print
+        results: list[InputResult] = []
+        t0 = time.perf_counter()
+        with GracefulStop() as stopper:
+            proc = VideoProcessor(det, opts, stopper.event, bars)
+            try:
+                for i, (src, plan) in enumerate(zip(sources, plans), 1):
+                    if stopper.event.is_set():
+                        results.append(InputResult(src.display, "skipped", "not started"))
+                        continue
+                    if isinstance(plan, str):
+                        res = InputResult(src.display, "failed", plan)
+                    else:
+                        res = proc.process(src, plan)
+                    results.append(res)
+                    head = f"[{i}/{len(sources)}] {src.display}:"
+                    if res.frames:
+                        outs = ", ".join(res.outputs.values())
+                        say(f"{head} {_describe(res)} -> {outs}")
+                    for n in res.notes:
+                        say(f"{head} note: {n}")
+                    if res.status != "ok":
+                        say(f"{head} {res.status.upper()}: {res.message}")
+            finally:
+                if bars:
+                    bars.close()
+        seconds = time.perf_counter() - t0
+        for prob in problems:
+            results.append(InputResult(prob.display, "failed", prob.message))
+        write_summary(
+            results,
+            out_dir / "summary.json",
+            {
+                "model": str(args.model),
+                "backend": det.describe(),
+                "seconds": round(seconds, 3),
+                "options": {
+                    "score_threshold": opts.score_threshold,
+                    "classes": opts.classes,
+                    "every": opts.every,
+                    "start": opts.start,
+                    "end": opts.end,
+                    "codec": codec,
+                    "preset": args.preset if codec == "h264" else None,
+                },
+            },
+        )
+    for line in format_summary(results, seconds, out_dir):
+        print(line)
+    if stopper.signum is not None:
+        return stopper.exit_code
+    return 0 if all(r.status == "ok" for r in results) else 1

@@ -1,0 +1,289 @@
+"""Where annotated frames and detections go: video files and detection logs.
+
+Every output is written under a temporary name beside its final one (`.NAME.partial.EXT`)
+and renamed when finalized, so a finished name always holds a complete, playable file (a run
+stopped by Ctrl-C finalizes what it has written; only a killed process leaves a .partial).
+
+Video: H.264 through PyAV (libx264, browser-playable MP4) when PyAV is installed, else
+OpenCV's MPEG-4 Part 2 (`mp4v`) or Motion JPEG. numpy, OpenCV and optionally PyAV only.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.runtime import Detections, EngineError
+
+CODECS = ("auto", "h264", "mp4v", "mjpg")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+MIN_FREE_BYTES = 16 << 20  # OpenCV's writer fails silently on a full disk: stop before it
+
+
+def video_extension(codec: str) -> str:
+    return ".avi" if codec == "mjpg" else ".mp4"
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name a file is written under until it is finalized (same folder, same
+    extension, so containers are chosen by it as for the final name)."""
+    return final.with_name(f".{final.stem}.partial{final.suffix}")
+
+
+def h264_available() -> bool:
+    """True when PyAV with an H.264 encoder (libx264) is importable."""
+    try:
+        import av
+
+        av.codec.Codec("libx264", "w")
+        return True
+    except Exception:  # ImportError, or a PyAV build without libx264
+        return False
+
+
+def resolve_codec(codec: str) -> tuple[str, str | None]:
+    """(codec to use, a note for the user or None)."""
+    if codec not in CODECS:
+        raise EngineError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    if codec in ("auto", "h264"):
+        if h264_available():
+            return "h264", None
+        if codec == "h264":
+            raise EngineError("H.264 needs PyAV with libx264 (pip install av); or --codec mp4v")
+        return "mp4v", (
+            "PyAV is not installed, so videos are MPEG-4 Part 2 (mp4v), which most browsers "
+            "do not play; `pip install av` gives H.264"
+        )
+    return codec, None
+
+
+class VideoSink:
+    """Writes BGR frames to a video file; close() finalizes it under its final name."""
+
+    codec = ""
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.width, self.height = width, height
+        self.frames = 0
+        self.note: str | None = None
+        self._closed = False
+
+    def write(self, frame: np.ndarray, seconds: float | None = None) -> None:
+        """Appends a frame; `seconds` is its time for variable-rate (live) output."""
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Path | None:
+        """Finalizes the file and renames it to its final name; returns that name, or None
+        when no frame was written (nothing is left behind then)."""
+        if self._closed:
+            return self.path if self.path.exists() else None
+        self._closed = True
+        try:
+            self._finish()
+        finally:
+            if self.frames == 0:
+                self.tmp.unlink(missing_ok=True)
+        if self.frames == 0:
+            return None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+class PyAVSink(VideoSink):
+    """H.264 (libx264, CRF 23, yuv420p) in MP4 with the index at the front (+faststart), so
+    browsers start playing before the download ends. Odd frame sizes use 4:4:4 chroma (4:2:0
+    needs even sizes) and keep the exact size.
+
+    preset: x264's speed/size trade-off. The default, ultrafast, costs about 1.8 ms of CPU
+    per 768x432 frame (veryfast 6 ms) for files about twice as large at the same quality:
+    on a small CPU the encoder otherwise competes with inference (docs/benchmarks.md).
+    """
+
+    codec = "h264"
+
+    def __init__(
+        self, path, width, height, fps: float, live: bool = False, preset: str = "ultrafast"
+    ) -> None:
+        import av
+
+        super().__init__(path, width, height)
+        self.live = live
+        self.container = av.open(str(self.tmp), "w", options={"movflags": "+faststart"})
+        try:
+            if live:  # timestamps from the wall clock, in milliseconds
+                self.time_base = Fraction(1, 1000)
+                stream = self.container.add_stream("libx264", rate=round(fps) or 30)
+            else:
+                rate = Fraction(fps).limit_denominator(1001)
+                self.time_base = 1 / rate
+                stream = self.container.add_stream("libx264", rate=rate)
+            stream.width, stream.height = width, height
+            odd = width % 2 or height % 2
+            stream.pix_fmt = "yuv444p" if odd else "yuv420p"
+            if odd:
+                self.note = (
+                    f"odd frame size {width}x{height}: H.264 with 4:4:4 chroma, which some "
+                    "browsers do not play"
+                )
+            stream.codec_context.time_base = self.time_base
+            stream.options = {"preset": preset, "crf": "23"}
+            self.stream = stream
+        except Exception:
+            self.container.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+        self._last_pts = -1
+
+    def write(self, frame, seconds=None):
+        import av
+
+        vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
+        if self.live and seconds is not None:
+            pts = max(self._last_pts + 1, int(round(seconds * 1000)))
+        else:
+            pts = self.frames
+        vf.pts, vf.time_base = pts, self.time_base
+        self._last_pts = pts
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def _finish(self):
+        try:
+            for packet in self.stream.encode():  # flush the encoder's delayed frames
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+
+class OpenCVSink(VideoSink):
+    """OpenCV's VideoWriter: mp4v (MPEG-4 Part 2) in MP4, or MJPG in AVI. Constant frame
+    rate only; its encoders need even sizes (an odd size is written one pixel smaller)."""
+
+    FOURCC = {"mp4v": "mp4v", "mjpg": "MJPG"}
+
+    def __init__(self, path, width, height, fps: float, codec: str = "mp4v") -> None:
+        super().__init__(path, width, height)
+        self.codec = codec
+        fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[codec])
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, (width, height))
+        if not self.writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise EngineError(f"{self.path}: OpenCV cannot write {codec} video here")
+        if width % 2 or height % 2:
+            self.note = f"odd frame size {width}x{height}: OpenCV writes it {width // 2 * 2}x"
+            self.note += f"{height // 2 * 2} (install PyAV for the exact size)"
+
+    def write(self, frame, seconds=None):
+        # VideoWriter ignores write errors; check the free space now and then instead.
+        if self.frames % 32 == 0:
+            free = shutil.disk_usage(self.tmp.parent).free
+            if free < MIN_FREE_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        self.writer.write(frame)
+        self.frames += 1
+
+    def _finish(self):
+        self.writer.release()
+        if self.frames and not (self.tmp.is_file() and self.tmp.stat().st_size > 0):
+            raise OSError(errno.EIO, "the video writer produced no file", str(self.path))
+
+
+def open_sink(
+    path: Path,
+    width: int,
+    height: int,
+    fps: float,
+    codec: str,
+    live: bool = False,
+    preset: str = "ultrafast",
+) -> VideoSink:
+    """A sink for a resolved codec (see resolve_codec); preset applies to H.264."""
+    if codec == "h264":
+        return PyAVSink(path, width, height, fps, live=live, preset=preset)
+    return OpenCVSink(path, width, height, fps, codec)
+
+
+class DetectionLog:
+    """One JSON line per processed frame, optionally a CSV row per detection.
+
+    JSONL: {"frame": 12, "time": 1.2, "detections": [{"class_id": 15, "class": "person",
+    "score": 0.91, "box": [x1, y1, x2, y2]}, ...]} with boxes in pixels of the frame.
+    CSV: frame,time,class_id,class,score,x1,y1,x2,y2 (a frame without detections has no row).
+    Lines are written as they come (line-buffered), so an interrupted run's log is complete
+    up to the last frame written to the video.
+    """
+
+    CSV_HEADER = ("frame", "time", "class_id", "class", "score", "x1", "y1", "x2", "y2")
+
+    def __init__(self, jsonl: Path, csv_path: Path | None = None) -> None:
+        self.paths = [Path(jsonl)] + ([Path(csv_path)] if csv_path else [])
+        self.entries = 0
+        self._files: list[io.TextIOBase] = []
+        try:
+            self._jsonl = self._open(self.paths[0])
+            self._csv = None
+            if csv_path:
+                f = self._open(Path(csv_path))
+                self._csv = csv.writer(f)
+                self._csv.writerow(self.CSV_HEADER)
+        except OSError:
+            self.discard()
+            raise
+
+    def _open(self, path: Path):
+        # Closed in close() / discard(): it lives as long as the log.
+        f = open(partial_path(path), "w", encoding="utf-8", buffering=1, newline="")  # noqa: SIM115
+        self._files.append(f)
+        return f
+
+    @staticmethod
+    def records(dets: Detections) -> list[dict]:
+        return [
+            {
+                "class_id": int(c),
+                "class": name,
+                "score": round(float(s), 4),
+                "box": [round(float(v), 2) for v in b],
+            }
+            for b, s, c, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.names)
+        ]
+
+    def write(self, index: int, seconds: float, dets: Detections) -> None:
+        recs = self.records(dets)
+        t = round(seconds, 4)
+        self._jsonl.write(json.dumps({"frame": index, "time": t, "detections": recs}) + "\n")
+        if self._csv is not None:
+            for r in recs:
+                self._csv.writerow([index, t, r["class_id"], r["class"], r["score"], *r["box"]])
+        self.entries += 1
+
+    def close(self) -> list[Path]:
+        """Flushes and renames the files to their final names."""
+        for f in self._files:
+            f.close()
+        self._files = []
+        for p in self.paths:
+            os.replace(partial_path(p), p)
+        return list(self.paths)
+
+    def discard(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+        for p in self.paths:
+            partial_path(p).unlink(missing_ok=True)
