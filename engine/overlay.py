@@ -27,7 +27,8 @@ def draw_detections(frame: np.ndarray, dets: Detections, show_scores: bool = Tru
     for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.names):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         color = class_color(int(cid))
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        # Axis-aligned lines gain nothing from anti-aliasing, which costs 3x the time.
+        cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness, cv2.LINE_8)
         label = f"{name} {score:.2f}" if show_scores else name
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = max(0, y1 - th - base - 2)

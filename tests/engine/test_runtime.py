@@ -171,6 +171,8 @@ def test_export_build_and_bench_commands(model_files, tmp_path, shared_data):
         "infer",
         "post",
         "draw",
+        "encode",
+        "log",
     }
     assert ort_result["backend"]["p50_ms"] > 0
     assert "| onnxruntime |" in r.stdout
