@@ -55,16 +55,30 @@ STREAM_SCHEMES = frozenset(["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "
 OPEN_TIMEOUT_MS = 10_000  # a stream that does not answer within this is reported as such
 READ_TIMEOUT_MS = 10_000
 
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@")
+# scheme://USERINFO@ where USERINFO runs to the last "@" before the path (FFmpeg's rule,
+# so a password containing "@" is masked whole); query values of secret-looking keys.
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/\s?#]*)@")
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&;](?:pass|passwd|password|pwd|token|access_token|key|apikey|api_key|auth|"
+    r"secret|sig|signature)=)[^&;#\s]*",
+    re.IGNORECASE,
+)
+
+
+def _mask_userinfo(m: re.Match) -> str:
+    user, sep, _ = m.group("info").partition(":")
+    # user:password keeps the user; a lone token (rtsp://TOKEN@host) is masked whole.
+    return f"{m.group('head')}{user}:***@" if sep else f"{m.group('head')}***@"
 
 
 def mask_credentials(text: str) -> str:
-    """Replaces the password of every URL in `text` with ***.
+    """Replaces the credentials in every URL in `text` with ***: the password (or a bare
+    token) before the host, and the values of query keys such as password, pwd or token.
 
     >>> mask_credentials("rtsp://admin:secret@10.0.0.5:554/live")
     'rtsp://admin:***@10.0.0.5:554/live'
     """
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
+    return _SECRET_QUERY.sub(r"\g<key>***", _USERINFO.sub(_mask_userinfo, text))
 
 
 @dataclass(frozen=True)
@@ -93,8 +107,11 @@ class InputProblem:
 
 
 def _stream_name(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "stream"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "stream"
+    except ValueError:  # e.g. an unclosed IPv6 bracket: opening it will say more
+        return "stream"
     tail = Path(parts.path).stem
     raw = f"{parts.scheme}-{host}" + (f"-{tail}" if tail else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
@@ -110,13 +127,23 @@ def parse_source(spec: str) -> Source | None:
     return None
 
 
-def resolve_inputs(specs: list[str]) -> tuple[list[Source], list[InputProblem]]:
+def resolve_inputs(
+    specs: list[str], exclude: Path | None = None
+) -> tuple[list[Source], list[InputProblem]]:
     """Expands the command line's inputs, in order, without duplicates.
 
-    A folder gives every video file below it (by extension, sorted), a glob (`*`, `?`, `[`,
-    `**`) the files it matches; a file is taken whatever its extension (opening it tells
-    whether it is a video).
+    A folder gives every video file below it (by extension, sorted; hidden files and the
+    folder `exclude`, the output folder, are left out), a glob (`*`, `?`, `[`, `**`) the
+    files it matches; a file is taken whatever its extension (opening it tells whether it
+    is a video).
     """
+    skip = exclude.resolve() if exclude is not None else None
+
+    def searchable(p: Path) -> bool:
+        if p.name.startswith(".") or p.suffix.lower() not in VIDEO_EXTENSIONS:
+            return False
+        return skip is None or not p.resolve().is_relative_to(skip)
+
     sources: list[Source] = []
     problems: list[InputProblem] = []
     seen: set[str] = set()
@@ -137,9 +164,7 @@ def resolve_inputs(specs: list[str]) -> tuple[list[Source], list[InputProblem]]:
             continue
         path = Path(spec)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
-            )
+            found = sorted(p for p in path.rglob("*") if searchable(p) and p.is_file())
             if not found:
                 problems.append(InputProblem(spec, "no video files in this folder"))
             for p in found:
@@ -167,10 +192,17 @@ class VideoProps:
     fps_known: bool = True
 
 
+MAX_FPS = 240.0  # above this a stated rate is a time base, not a frame rate (OpenCV
+# reports 1000 for many WebM/MKV files without one)
+# Containers whose headers count the frames; elsewhere OpenCV estimates the count from the
+# duration (which may include a longer audio track).
+EXACT_COUNT = frozenset([".mp4", ".m4v", ".mov", ".avi", ".3gp"])
+
+
 def _props(cap: cv2.VideoCapture, live: bool) -> VideoProps:
     fps = cap.get(cv2.CAP_PROP_FPS)
-    known = math.isfinite(fps) and 0.5 <= fps <= 1000
-    count = 0 if live else int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0))
+    known = math.isfinite(fps) and 0.5 <= fps <= MAX_FPS
+    count = 0 if live or not known else int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
     return VideoProps(
         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -241,9 +273,11 @@ class FileReader:
         saying where decoding stopped (a truncated or damaged file)."""
         expected = self.props.frame_count
         got = self.next_index
-        # Containers without an index estimate their length from the duration; a frame or
-        # two (or half a percent) short of that is the estimate, not damage.
-        if expected and expected - got > max(2, expected // 200):
+        if self.path.suffix.lower() in EXACT_COUNT:
+            slack = max(2, expected // 200)  # a frame or two of rounding
+        else:  # an estimate from the duration: only a clear shortfall counts
+            slack = max(int(2 * self.props.fps), expected // 10)
+        if expected and expected - got > slack:
             return (
                 f"decoding stopped at frame {got} of the {expected} the file announces "
                 "(truncated or damaged); the frames before it were processed"
@@ -285,6 +319,7 @@ class LiveReader:
         self._cond = threading.Condition()
         self._latest: tuple[int, float, np.ndarray] | None = None
         self._ended = False
+        self._release_on_exit = False
         self._stop = threading.Event()
         self.frames_read = 0
         self.dropped = 0
@@ -309,6 +344,8 @@ class LiveReader:
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+                if self._release_on_exit:
+                    self.cap.release()
 
     def get(self, timeout: float = 0.5) -> tuple[int, float, np.ndarray] | None | bool:
         """The newest unseen frame; None when the source ended; False on a timeout."""
@@ -321,6 +358,11 @@ class LiveReader:
             return None if self._ended else False
 
     def stop(self) -> None:
+        """Stops capturing; the capture is released by whichever thread is last with it."""
         self._stop.set()
         self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 1)
-        self.cap.release()
+        with self._cond:
+            if self._ended:  # the capture thread has left read(): release it here
+                self.cap.release()
+            else:  # still inside a read that outlived its timeout: it releases on exit
+                self._release_on_exit = True

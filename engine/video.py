@@ -19,7 +19,6 @@ same frame. numpy and OpenCV only (the deploy path).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -123,6 +122,12 @@ def output_paths(
     return plans
 
 
+def _one_line(e: BaseException) -> str:
+    """'TypeName: first line of the message', credentials masked."""
+    text = str(e).strip().splitlines()
+    return mask_credentials(f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
+
+
 def _put(q: queue.Queue, item, abort: threading.Event) -> bool:
     """Blocking put that gives up when `abort` is set."""
     while not abort.is_set():
@@ -181,8 +186,8 @@ class VideoProcessor:
     # -- one input -------------------------------------------------------------------------
 
     def process(self, src: Source, paths: dict[str, Path]) -> InputResult:
-        """Processes one input into its outputs; never raises for a bad input or a failed
-        write (the result says what happened), only for KeyboardInterrupt."""
+        """Processes one input into its outputs; never raises for a bad input, a failed
+        write or a backend error (the result says what happened), only KeyboardInterrupt."""
         res = InputResult(src.display)
         try:
             if src.live:
@@ -195,9 +200,10 @@ class VideoProcessor:
                 msg = msg.removeprefix(mask_credentials(prefix))
             res.status, res.message = "failed", msg
         except OSError as e:
-            res.status = "failed"
-            where = e.filename or ""
-            res.message = f"cannot write {where}: {e.strerror or e}".replace("write : ", "write: ")
+            where = f" ({e.filename})" if e.filename else ""
+            res.status, res.message = "failed", f"{e.strerror or e}{where}"
+        except Exception as e:  # a backend or codec error: report it, go on with the rest
+            res.status, res.message = "failed", _one_line(e)
         if res.status == "ok" and self.stop.is_set():
             res.status = "interrupted"
             res.message = f"stopped by the user after {res.frames} frames; outputs finalized"
@@ -219,6 +225,12 @@ class VideoProcessor:
             res.codec = sink.codec
             if sink.note:
                 res.notes.append(sink.note)
+            if live and sink.codec != "h264":
+                res.notes.append(
+                    f"{sink.codec} has a constant frame rate: the video is written at the "
+                    f"source's {props.fps:g} FPS and plays faster than real time when frames "
+                    "were dropped (H.264 keeps the real timing)"
+                )
         paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
         try:
             log = DetectionLog(paths["jsonl"], paths.get("csv"))
@@ -232,10 +244,11 @@ class VideoProcessor:
         reader = FileReader(src.target)
         try:
             props = reader.props
-            start = int(round(self.opts.start * props.fps))
+            # The first frame at or after --start, the last one before --end.
+            start = int(math.ceil(self.opts.start * props.fps - 1e-6))
             end = props.frame_count or None
             if self.opts.end is not None:
-                stop_at = int(math.ceil(self.opts.end * props.fps - 1e-9))
+                stop_at = int(math.ceil(self.opts.end * props.fps - 1e-6))
                 end = stop_at if end is None else min(end, stop_at)
             if end is not None and start >= end:
                 raise EngineError(
@@ -246,12 +259,13 @@ class VideoProcessor:
                 reader.seek(start)
             res.expected = (end - start) if end is not None else 0
             if not props.fps_known:
-                res.notes.append("the file does not state its frame rate: assumed 30 FPS")
+                res.notes.append("the file does not state a usable frame rate: assumed 30 FPS")
             sink, log = self._open_outputs(paths, props, False, res)
             stage = _Stage()
             frames_q: queue.Queue = queue.Queue(maxsize=self.opts.queue_size)
             abort = threading.Event()
             stopped_early: list[str] = []
+            errors: list[BaseException] = []
 
             def read() -> None:
                 index = start
@@ -276,10 +290,21 @@ class VideoProcessor:
                         if not _put(frames_q, (index, reader.timestamp(index), frame, x), abort):
                             return
                         index += 1
+                except Exception as e:  # reported as this input's failure below
+                    errors.append(e)
                 finally:
                     _put(frames_q, None, abort)
 
-            self._pipeline(read, frames_q, abort, sink, log, stage, res, live=False)
+            thread = threading.Thread(target=read, name="video-reader", daemon=True)
+            thread.start()
+            try:
+                self._pipeline(lambda: _get(frames_q, abort), abort, sink, log, stage, res)
+            finally:
+                abort.set()
+                thread.join()  # never blocks long: the reader checks `abort` between frames
+            if errors and res.status == "ok":
+                res.status = "failed"
+                res.message = f"reading stopped at frame {res.frames}: {_one_line(errors[0])}"
             if stopped_early and res.status == "ok":
                 res.status, res.message = "incomplete", stopped_early[0]
         finally:
@@ -292,44 +317,43 @@ class VideoProcessor:
         try:
             sink, log = self._open_outputs(paths, live.props, True, res)
             stage = _Stage()
-            frames_q: queue.Queue = queue.Queue(maxsize=2)
             abort = threading.Event()
             ended: list[bool] = []
+            count = [0]
 
-            def read() -> None:
-                count = 0
-                try:
-                    while not (abort.is_set() or self.stop.is_set()):
-                        item = live.get(timeout=0.2)
-                        if item is False:
-                            continue
-                        if item is None:
-                            ended.append(True)
-                            break
-                        index, t, frame = item
-                        if self.opts.end is not None and t > self.opts.end:
-                            break
-                        t1 = time.perf_counter()
-                        x = None
-                        if count % self.opts.every == 0:
-                            x = Detector.preprocess(self.det, frame)
-                            stage.add("resize", time.perf_counter() - t1)
-                        count += 1
-                        if not _put(frames_q, (index, t, frame, x), abort):
-                            return
-                finally:
-                    _put(frames_q, None, abort)
+            def next_item():
+                # Taken straight from the capture slot when the detector is ready, so it
+                # always runs on the newest frame; the frames replaced meanwhile are drops.
+                while not (abort.is_set() or self.stop.is_set()):
+                    item = live.get(timeout=0.2)
+                    if item is False:
+                        continue
+                    if item is None:
+                        ended.append(True)
+                        return None
+                    index, t, frame = item
+                    if self.opts.end is not None and t > self.opts.end:
+                        return None
+                    t1 = time.perf_counter()
+                    x = None
+                    if count[0] % self.opts.every == 0:
+                        x = Detector.preprocess(self.det, frame)
+                        stage.add("resize", time.perf_counter() - t1)
+                    count[0] += 1
+                    return index, t, frame, x
+                return None
 
-            self._pipeline(read, frames_q, abort, sink, log, stage, res, live=True)
+            self._pipeline(next_item, abort, sink, log, stage, res)
             res.dropped = live.dropped
             if ended and res.status == "ok":
                 res.notes.append(f"the source ended after {live.frames_read} frames")
         finally:
             live.stop()
 
-    def _pipeline(self, read, frames_q, abort, sink, log, stage, res, live: bool) -> None:
-        """Runs the reader and writer threads around inference in this thread, then
-        finalizes the outputs at the last frame written."""
+    def _pipeline(self, next_item, abort, sink, log, stage, res) -> None:
+        """Inference in this thread on the items `next_item()` returns ((index, seconds,
+        frame, resized or None) or None at the end), a writer thread for overlay, encoding
+        and log; then finalizes the outputs at the last frame written."""
         det, opts = self.det, self.opts
         results_q: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         counts: Counter = Counter()
@@ -352,9 +376,8 @@ class VideoProcessor:
                     draw_detections(frame, dets)
                     if opts.show_fps or opts.show_frame:
                         now = time.perf_counter()
-                        dt, t_prev = now - t_prev, now
-                        fps_ema = 1 / dt if fps_ema == 0 and dt > 0 else fps_ema
-                        fps_ema = 0.9 * fps_ema + 0.1 / max(dt, 1e-6)
+                        dt, t_prev = max(now - t_prev, 1e-6), now
+                        fps_ema = 1 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
                         draw_status(
                             frame,
                             fps=fps_ema if opts.show_fps else None,
@@ -380,14 +403,12 @@ class VideoProcessor:
                     failure.append(e)
                     abort.set()
 
-        reader = threading.Thread(target=read, name="video-reader", daemon=True)
         writer = threading.Thread(target=write, name="video-writer", daemon=True)
-        reader.start()
         writer.start()
         last = Detections.empty()
         try:
             while True:
-                item = _get(frames_q, abort)
+                item = next_item()
                 if item is None or self.stop.is_set():
                     break
                 index, t, frame, x = item
@@ -412,10 +433,9 @@ class VideoProcessor:
         finally:
             # Reached on the end, a stop, a failure or a KeyboardInterrupt: let the writer
             # finish what was inferred, then finalize both outputs at that same frame.
-            abort_reader(abort, frames_q)
-            results_q.put(None)
+            abort.set()
+            results_q.put(None)  # the writer drains the queue, so this cannot block for long
             writer.join()
-            reader.join(timeout=5)
             res.seconds = time.perf_counter() - t_start
             if bar is not None:
                 bar.close()
@@ -447,14 +467,6 @@ class VideoProcessor:
             errors.append(f"the log could not be finalized ({e.strerror or e})")
         if errors:
             res.status, res.message = "failed", "; ".join(errors)
-
-
-def abort_reader(abort: threading.Event, frames_q: queue.Queue) -> None:
-    """Makes the reader thread stop and unblocks it."""
-    abort.set()
-    with contextlib.suppress(queue.Empty):
-        while True:
-            frames_q.get_nowait()
 
 
 class GracefulStop:

@@ -345,7 +345,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     if args.end is not None and args.end <= args.start:
         raise EngineError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
-    sources, problems = resolve_inputs(args.inputs)
+    sources, problems = resolve_inputs(args.inputs, exclude=args.output)
     for prob in problems:
         print(f"error: {prob.display}: {prob.message}", file=sys.stderr)
     if not sources:

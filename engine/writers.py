@@ -26,7 +26,7 @@ from engine.runtime import Detections, EngineError
 
 CODECS = ("auto", "h264", "mp4v", "mjpg")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
-MIN_FREE_BYTES = 16 << 20  # OpenCV's writer fails silently on a full disk: stop before it
+MIN_FREE_BYTES = 64 << 20  # OpenCV's writer fails silently on a full disk: stop before it
 
 
 def video_extension(codec: str) -> str:
@@ -147,13 +147,16 @@ class PyAVSink(VideoSink):
             self.tmp.unlink(missing_ok=True)
             raise
         self._last_pts = -1
+        self._t0: float | None = None
 
     def write(self, frame, seconds=None):
         import av
 
         vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
         if self.live and seconds is not None:
-            pts = max(self._last_pts + 1, int(round(seconds * 1000)))
+            if self._t0 is None:
+                self._t0 = seconds  # the video starts at its first frame
+            pts = max(self._last_pts + 1, int(round((seconds - self._t0) * 1000)))
         else:
             pts = self.frames
         vf.pts, vf.time_base = pts, self.time_base
@@ -189,18 +192,22 @@ class OpenCVSink(VideoSink):
             self.note += f"{height // 2 * 2} (install PyAV for the exact size)"
 
     def write(self, frame, seconds=None):
-        # VideoWriter ignores write errors; check the free space now and then instead.
-        if self.frames % 32 == 0:
-            free = shutil.disk_usage(self.tmp.parent).free
-            if free < MIN_FREE_BYTES:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        # VideoWriter ignores write errors; check the free space (a statvfs call) instead.
+        free = shutil.disk_usage(self.tmp.parent).free
+        if free < max(MIN_FREE_BYTES, 4 * frame.nbytes):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         self.writer.write(frame)
         self.frames += 1
 
     def _finish(self):
         self.writer.release()
-        if self.frames and not (self.tmp.is_file() and self.tmp.stat().st_size > 0):
-            raise OSError(errno.EIO, "the video writer produced no file", str(self.path))
+        if not self.frames:
+            return
+        check = cv2.VideoCapture(str(self.tmp))
+        ok = check.isOpened() and check.grab()
+        check.release()
+        if not ok:  # VideoWriter reports no errors: check that the result plays
+            raise OSError(errno.EIO, "the written video does not play", str(self.path))
 
 
 def open_sink(
@@ -273,12 +280,19 @@ class DetectionLog:
         self.entries += 1
 
     def close(self) -> list[Path]:
-        """Flushes and renames the files to their final names."""
+        """Flushes and renames the files to their final names (every file, even when one
+        fails to flush; the first error is raised afterwards)."""
+        error: OSError | None = None
         for f in self._files:
-            f.close()
+            try:
+                f.close()
+            except OSError as e:
+                error = error or e
         self._files = []
         for p in self.paths:
             os.replace(partial_path(p), p)
+        if error is not None:
+            raise error
         return list(self.paths)
 
     def discard(self) -> None:

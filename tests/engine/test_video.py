@@ -193,6 +193,40 @@ def test_without_pyav_auto_falls_back_to_mp4v_with_a_note(monkeypatch):
         writers.resolve_codec("h264")
 
 
+def test_a_backend_error_fails_that_input_only(model, videos, tmp_path):
+    from engine.video import VideoProcessor
+
+    class Flaky:
+        """Wraps a detector; its inference fails from the 5th frame on."""
+
+        def __init__(self, det):
+            self.det, self.calls = det, 0
+
+        def __getattr__(self, name):
+            return getattr(self.det, name)
+
+        def run(self, batch):
+            self.calls += 1
+            if self.calls >= 5:
+                raise RuntimeError("CUDA error: an illegal memory access\nmore details")
+            return self.det.run(batch)
+
+    src = Source("file", str(videos / "car-detection.mp4"), "car", "car")
+    opts = VideoOptions(codec="h264")
+    with open_detector(model) as det:
+        res = VideoProcessor(Flaky(det), opts).process(src, output_paths([src], tmp_path, opts)[0])
+        assert res.status == "failed"
+        assert res.message == "RuntimeError: CUDA error: an illegal memory access"
+        assert res.frames == 4
+        assert count_frames(tmp_path / "car.mp4")[0] == 4
+        assert len(read_log(tmp_path / "car.jsonl")) == 4
+        # the same processor goes on with the next input
+        good = VideoProcessor(det, VideoOptions(codec="h264", end=1)).process(
+            src, output_paths([src], tmp_path / "2", opts)[0]
+        )
+        assert good.status == "ok"
+
+
 def test_seeking_lands_on_the_exact_frame(videos):
     src = videos / "car-detection.mp4"
     reader = FileReader(src)
@@ -385,6 +419,21 @@ def test_mask_credentials():
     )
     assert mask_credentials("rtsp://host/x") == "rtsp://host/x"
     assert mask_credentials("/a:b@c/file.mp4") == "/a:b@c/file.mp4"
+    assert mask_credentials("rtsp://admin:p@ss@10.0.0.5/live") == "rtsp://admin:***@10.0.0.5/live"
+    assert mask_credentials("rtsp://TOKEN@cam/x") == "rtsp://***@cam/x"
+    assert (
+        mask_credentials("http://h/v.cgi?user=a&pwd=x1&s=2") == "http://h/v.cgi?user=a&pwd=***&s=2"
+    )
+
+
+def test_status_overlay_draws_fps_and_frame_number():
+    from engine.overlay import draw_status
+
+    frame = np.zeros((432, 768, 3), np.uint8)
+    draw_status(frame, fps=12.3, frame_index=456)
+    assert frame[:30, :200].any()
+    assert not frame[100:].any()
+    assert not draw_status(np.zeros((10, 10, 3), np.uint8)).any()
 
 
 def test_parse_time():
@@ -410,6 +459,13 @@ def test_inputs_expand_and_output_names_are_unique(tmp_path):
     assert videos == ["sub/x.mp4", "x.mp4", "x-2.mp4", "b.mp4", "camera0.mp4"]
     camera = sources[-1]
     assert camera == Source("camera", 0, "camera 0", "camera0")
+    # a folder search leaves out hidden files (.x.partial.mp4 of a killed run) and the
+    # output folder (outputs of an earlier run)
+    (tmp_path / "a" / ".x.partial.mp4").write_bytes(b"\0")
+    (tmp_path / "a" / "out").mkdir()
+    (tmp_path / "a" / "out" / "x.mp4").write_bytes(b"\0")
+    again, _ = resolve_inputs([str(tmp_path / "a")], exclude=tmp_path / "a" / "out")
+    assert len(again) == 3
     # writing next to the inputs would replace a/sub/x.mp4 itself: refused for that input only
     clash = output_paths(sources[:2], tmp_path / "a", VideoOptions(codec="h264"))
     assert "would overwrite an input" in clash[0]
