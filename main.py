@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'python main.py COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from app import command as gui_command
     from engine import commands as engine_commands
     from engine import video_command
     from training import commands as model_commands
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_commands.register(sub)
     engine_commands.register(sub)
     video_command.register(sub)
+    gui_command.register(sub)
     return parser
 
 

@@ -1,0 +1,56 @@
+"""The `gui` command of main.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gui",
+        help="live detection window for webcams, video files and streams",
+        description="Open the PyQt5 window: pick a camera, a file (or drop one on the window) "
+        "or a URL, and a model; detections are drawn live with confidence and IoU sliders, "
+        "a class filter, pause/step/seek for files, recording and snapshots. Keys: space "
+        "pause, S snapshot, R record, F full screen, Q quit. The last source and settings "
+        "are remembered.",
+    )
+    p.add_argument("--model", "-m", help=".onnx, TensorRT engine or .safetensors weights")
+    p.add_argument("--source", "-s", help="camera index (0), video file, or stream URL")
+    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default=None)
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/gui"),
+        help="folder for recordings and snapshots (default runs/gui)",
+    )
+    p.set_defaults(func=cmd_gui)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from engine.runtime import EngineError
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not has_display and not platform and sys.platform.startswith("linux"):
+        raise EngineError(
+            "no display: run it on a desktop, over ssh -X, or under Xvfb (xvfb-run -a "
+            "python main.py gui ...)"
+        )
+    try:
+        from PyQt5.QtWidgets import QApplication
+    except ImportError:
+        raise EngineError("PyQt5 is not installed (pip install PyQt5)") from None
+    if args.model and not Path(args.model).exists():
+        raise EngineError(f"model not found: {args.model}")
+
+    from app.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("SSD300 live detection")
+    window = MainWindow(args.model, args.source, args.backend, args.output)
+    window.show()
+    return app.exec_()

@@ -1,0 +1,523 @@
+"""The main window: video view, source and model choice, detection controls, playback,
+recording, snapshots and a live status line. The GUI thread only paints and handles
+controls; DetectionWorker does the rest on its QThread."""
+
+from __future__ import annotations
+
+import glob
+import re
+import time
+from pathlib import Path
+
+import cv2
+from PyQt5.QtCore import QSettings, Qt, QThread, QTimer
+from PyQt5.QtWidgets import (
+    QAction,
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.filters import filter_detections
+from app.view import VideoView
+from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
+from engine.overlay import draw_detections
+from engine.runtime import BACKENDS, Detections
+from engine.sources import VIDEO_EXTENSIONS, mask_credentials
+
+MODEL_FILTER = "Models (*.onnx *.engine *.plan *.safetensors);;All files (*)"
+VIDEO_FILTER = "Videos (" + " ".join(f"*{e}" for e in sorted(VIDEO_EXTENSIONS)) + ");;All (*)"
+
+
+def list_cameras() -> list[tuple[int, str]]:
+    """(index, name) of the V4L2 cameras (Linux: /dev/video*; their names from sysfs)."""
+    found = []
+    for dev in sorted(glob.glob("/dev/video*")):
+        m = re.fullmatch(r"/dev/video(\d+)", dev)
+        if not m:
+            continue
+        n = int(m.group(1))
+        name_file = Path(f"/sys/class/video4linux/video{n}/name")
+        name = name_file.read_text().strip() if name_file.is_file() else f"camera {n}"
+        found.append((n, name))
+    return found
+
+
+class MainWindow(QMainWindow):
+    """`settings`: where the last source and settings are remembered (default: the user's
+    QSettings for this application). `output_dir`: where recordings and snapshots go."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        source: str | None = None,
+        backend: str | None = None,
+        output_dir: Path = Path("runs/gui"),
+        settings: QSettings | None = None,
+        autostart: bool = True,
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("SSD300 live detection")
+        self.settings = settings or QSettings("ssd300", "gui")
+        self.output_dir = Path(output_dir)
+        self.thread: QThread | None = None
+        self.worker: DetectionWorker | None = None
+        self.info: SourceInfo | None = None
+        self.packet: Packet | None = None
+        self.error_text = ""
+        self.recording_path = ""
+        self._display_times: list[float] = []
+        self._class_ids: list[int] | None = None
+
+        self.view = VideoView()
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background:#7a1f1f;color:white;padding:6px;")
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.clicked.connect(self.start)
+        banner_row = QWidget()
+        row = QHBoxLayout(banner_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.banner, 1)
+        row.addWidget(self.retry_button)
+        self.banner_row = banner_row
+        banner_row.hide()
+        central = QWidget()
+        col = QVBoxLayout(central)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(banner_row)
+        col.addWidget(self.view, 1)
+        self.setCentralWidget(central)
+        self.status = QLabel("no source")
+        self.statusBar().addWidget(self.status, 1)
+        self._build_controls()
+        self._build_shortcuts()
+        self.setAcceptDrops(True)
+        self.resize(1200, 720)
+
+        self.model_path = model or self.settings.value("model", "", str)
+        self.source_text = source or self.settings.value("source", "", str)
+        self.backend_box.setCurrentText(backend or self.settings.value("backend", "auto", str))
+        self.model_label.setText(self.model_path or "(none)")
+        self.url_edit.setText(self.source_text if "://" in self.source_text else "")
+        self.conf_slider.setValue(int(self.settings.value("score", 30)))
+        self.iou_slider.setValue(int(self.settings.value("iou", 45)))
+        self.realtime_box.setChecked(self.settings.value("realtime", "true") == "true")
+        self.stats_box.setChecked(self.settings.value("stats_overlay", "false") == "true")
+        if autostart and self.model_path and self.source_text:
+            QTimer.singleShot(0, self.start)
+        elif not self.model_path:
+            self.show_error("Choose a model (an .onnx, engine or .safetensors file) to start.")
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build_controls(self) -> None:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+
+        src = QGroupBox("Source")
+        f = QFormLayout(src)
+        self.camera_box = QComboBox()
+        for n, name in list_cameras() or [(0, "camera 0 (none found)")]:
+            self.camera_box.addItem(f"{n}: {name}", n)
+        cam_button = QPushButton("Open camera")
+        cam_button.clicked.connect(
+            lambda: self.open_source(str(self.camera_box.currentData() or 0))
+        )
+        f.addRow(self.camera_box, cam_button)
+        file_button = QPushButton("Open file…")
+        file_button.clicked.connect(self._choose_file)
+        f.addRow(file_button)
+        self.url_edit = QLineEdit()
+        self.url_edit.setPlaceholderText("rtsp://…, http://…, or a GStreamer pipeline")
+        url_button = QPushButton("Open URL")
+        url_button.clicked.connect(lambda: self.open_source(self.url_edit.text()))
+        self.url_edit.returnPressed.connect(url_button.click)
+        f.addRow(self.url_edit, url_button)
+        layout.addWidget(src)
+
+        mod = QGroupBox("Model")
+        f = QFormLayout(mod)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        model_button = QPushButton("Choose model…")
+        model_button.clicked.connect(self._choose_model)
+        f.addRow(self.model_label)
+        f.addRow(model_button)
+        self.backend_box = QComboBox()
+        self.backend_box.addItems(["auto", *BACKENDS])
+        self.backend_box.activated.connect(lambda _: self.start())
+        f.addRow("Backend", self.backend_box)
+        self.backend_label = QLabel("-")
+        f.addRow("Running", self.backend_label)
+        layout.addWidget(mod)
+
+        det = QGroupBox("Detection")
+        f = QFormLayout(det)
+        self.conf_slider, self.conf_label = self._slider(f, "Confidence")
+        self.iou_slider, self.iou_label = self._slider(f, "NMS IoU")
+        self.class_list = QListWidget()
+        self.class_list.setMaximumHeight(160)
+        self.class_list.itemChanged.connect(lambda _: self._filters_changed())
+        f.addRow(self.class_list)
+        all_button, none_button = QPushButton("All classes"), QPushButton("None")
+        all_button.clicked.connect(lambda: self._check_all(True))
+        none_button.clicked.connect(lambda: self._check_all(False))
+        f.addRow(all_button, none_button)
+        layout.addWidget(det)
+
+        play = QGroupBox("Playback")
+        f = QFormLayout(play)
+        self.start_button = QPushButton("Stop")
+        self.start_button.clicked.connect(self._start_stop)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.step_button = QPushButton("Step")
+        self.step_button.clicked.connect(self.step)
+        f.addRow(self.start_button, self.pause_button)
+        f.addRow(self.step_button)
+        self.seek_slider = QSlider(Qt.Horizontal)
+        self.seek_slider.setEnabled(False)
+        self.seek_slider.sliderReleased.connect(
+            lambda: self.worker and self.worker.seek(self.seek_slider.value())
+        )
+        f.addRow("Seek", self.seek_slider)
+        self.realtime_box = QCheckBox("Files at their own frame rate")
+        self.realtime_box.toggled.connect(self._realtime_changed)
+        f.addRow(self.realtime_box)
+        self.record_button = QPushButton("Record")
+        self.record_button.setCheckable(True)
+        self.record_button.clicked.connect(self.toggle_record)
+        snap_button = QPushButton("Snapshot")
+        snap_button.clicked.connect(self.snapshot)
+        f.addRow(self.record_button, snap_button)
+        self.stats_box = QCheckBox("Figures on the video")
+        self.stats_box.toggled.connect(self._stats_toggled)
+        f.addRow(self.stats_box)
+        layout.addWidget(play)
+        layout.addStretch(1)
+
+        dock = QDockWidget("Controls")
+        dock.setObjectName("controls")
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        dock.setWidget(panel)
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        self.controls = dock
+
+    def _slider(self, form: QFormLayout, name: str) -> tuple[QSlider, QLabel]:
+        slider = QSlider(Qt.Horizontal)
+        slider.setRange(1, 100)
+        label = QLabel()
+        slider.valueChanged.connect(
+            lambda v: (label.setText(f"{v / 100:.2f}"), self._filters_changed())
+        )
+        form.addRow(name, slider)
+        form.addRow("", label)
+        return slider, label
+
+    def _build_shortcuts(self) -> None:
+        for key, slot in (
+            ("Space", self.toggle_pause),
+            ("S", self.snapshot),
+            ("R", lambda: (self.record_button.toggle(), self.toggle_record())),
+            ("F", self.toggle_fullscreen),
+            ("Q", self.close),
+        ):
+            action = QAction(self)
+            action.setShortcut(key)
+            action.setShortcutContext(Qt.ApplicationShortcut)
+            action.triggered.connect(slot)
+            self.addAction(action)
+
+    # -- sources and models ---------------------------------------------------------------
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a video", "", VIDEO_FILTER)
+        if path:
+            self.open_source(path)
+
+    def _choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model", "", MODEL_FILTER)
+        if path:
+            self.set_model(path)
+
+    def set_model(self, path: str) -> None:
+        self.model_path = path
+        self.model_label.setText(path)
+        self.settings.setValue("model", path)
+        if self.source_text:
+            self.start()
+
+    def open_source(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        self.source_text = text
+        self.settings.setValue("source", text)
+        self.start()
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not files:
+            return
+        event.acceptProposedAction()
+        if Path(files[0]).suffix in (".onnx", ".engine", ".plan", ".safetensors"):
+            self.set_model(files[0])
+        else:
+            self.open_source(files[0])
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """(Re)starts the worker on the current model and source."""
+        self.stop()
+        self.hide_error()
+        if not self.model_path:
+            self.show_error("Choose a model (an .onnx, engine or .safetensors file) first.")
+            return
+        if not self.source_text:
+            self.show_error("Open a camera, a file or a URL.")
+            return
+        self.settings.setValue("backend", self.backend_box.currentText())
+        source = source_from_text(self.source_text)
+        worker = DetectionWorker(
+            self.model_path,
+            source,
+            backend=self.backend_box.currentText(),
+            realtime=self.realtime_box.isChecked(),
+        )
+        thread = QThread(self)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.opened.connect(self._on_opened)
+        worker.frameAvailable.connect(self._on_frame)
+        worker.failed.connect(self.show_error)
+        worker.message.connect(self._on_message)
+        worker.recording.connect(self._on_recording)
+        worker.finished.connect(thread.quit)
+        thread.finished.connect(lambda t=thread: self._on_thread_finished(t))
+        self.worker, self.thread = worker, thread
+        self._push_filters()
+        self.status.setText(f"opening {source.display} …")
+        self.start_button.setText("Stop")
+        thread.start()
+
+    def stop(self) -> None:
+        """Stops the worker and waits for its thread (a frame in flight finishes first)."""
+        worker, thread = self.worker, self.thread
+        self.worker = self.thread = None
+        if worker is not None:
+            worker.stop()
+            for signal in (worker.frameAvailable, worker.failed, worker.message, worker.opened):
+                signal.disconnect()
+        if thread is not None:
+            thread.quit()
+            if not thread.wait(15000):
+                self.show_error("the worker did not stop within 15 s")
+        self.record_button.setChecked(False)
+        self.start_button.setText("Start")
+
+    def _on_thread_finished(self, thread: QThread) -> None:
+        if thread is self.thread:  # the worker ended by itself (an error, a lost camera)
+            self.start_button.setText("Start")
+            self.record_button.setChecked(False)
+
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def _start_stop(self) -> None:
+        if self.running():
+            self.stop()
+            self.status.setText("stopped")
+        else:
+            self.start()
+
+    def _on_opened(self, info: SourceInfo) -> None:
+        self.info = info
+        self.backend_label.setText(info.backend)
+        floor = max(1, int(round(info.score_floor * 100)))
+        self.conf_slider.setMinimum(floor)
+        self.iou_slider.setMaximum(max(1, int(round(info.model_iou * 100))))
+        self.iou_slider.setToolTip(
+            f"the model does NMS at {info.model_iou:g}; lower values suppress more"
+        )
+        self.conf_slider.setToolTip(f"the model keeps scores >= {info.score_floor:g}")
+        self._fill_classes(info.class_names)
+        self.seek_slider.setEnabled(not info.live and info.frame_count > 0)
+        self.seek_slider.setRange(0, max(0, info.frame_count - 1))
+        self.pause_button.setEnabled(True)
+        self.step_button.setEnabled(not info.live)
+        self._push_filters()
+
+    def _fill_classes(self, names: list[str]) -> None:
+        wanted = self.settings.value("classes", "", str)
+        keep = set(wanted.split(",")) if wanted else None
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        for name in names:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if keep is None or name in keep else Qt.Unchecked)
+            self.class_list.addItem(item)
+        self.class_list.blockSignals(False)
+        self._filters_changed()
+
+    def _on_frame(self) -> None:
+        worker = self.worker
+        packet = worker.take() if worker is not None else None
+        if packet is None:
+            return
+        self.packet = packet
+        self.view.set_frame(packet.frame, self.shown_detections())
+        now = time.perf_counter()
+        self._display_times = [t for t in self._display_times if now - t < 1.0] + [now]
+        s = packet.stats
+        text = (
+            f"capture {s.get('capture_fps', 0):.1f} FPS | inference {s.get('inference_fps', 0):.1f}"
+            f" FPS, {s.get('latency_ms', 0):.1f} ms | display {self.display_fps():.1f} FPS | "
+            f"dropped {s.get('dropped', 0)} | {len(self.view.dets)} shown"
+        )
+        if "total" in s and s["total"]:
+            text += f" | frame {s['position'] + 1}/{s['total']}"
+            if not self.seek_slider.isSliderDown():
+                self.seek_slider.blockSignals(True)
+                self.seek_slider.setValue(s["position"])
+                self.seek_slider.blockSignals(False)
+        if self.recording_path:
+            text += " | ● REC"
+        self.status.setText(text)
+        self.view.stats_text = text
+
+    def display_fps(self) -> float:
+        t = self._display_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def _on_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
+
+    def _on_recording(self, path: str) -> None:
+        self.recording_path = path
+        self.record_button.setChecked(bool(path))
+
+    def show_error(self, text: str) -> None:
+        self.error_text = mask_credentials(text)
+        self.banner.setText(self.error_text)
+        self.banner_row.show()
+
+    def hide_error(self) -> None:
+        self.error_text = ""
+        self.banner_row.hide()
+
+    # -- filters ------------------------------------------------------------------------------
+
+    def _check_all(self, on: bool) -> None:
+        for i in range(self.class_list.count()):
+            self.class_list.item(i).setCheckState(Qt.Checked if on else Qt.Unchecked)
+
+    def current_filters(self) -> tuple:
+        """(score, iou, class ids or None, the model's iou), as the worker's recorder takes."""
+        score = self.conf_slider.value() / 100
+        iou = self.iou_slider.value() / 100
+        model_iou = self.info.model_iou if self.info else 1.0
+        return score, iou, self._class_ids, model_iou
+
+    def shown_detections(self) -> Detections:
+        if self.packet is None:
+            return Detections.empty()
+        return filter_detections(self.packet.dets, *self.current_filters())
+
+    def _filters_changed(self) -> None:
+        n = self.class_list.count()
+        checked = [i + 1 for i in range(n) if self.class_list.item(i).checkState() == Qt.Checked]
+        self._class_ids = None if len(checked) == n else checked
+        names = [self.class_list.item(i - 1).text() for i in checked]
+        self.settings.setValue("classes", "" if self._class_ids is None else ",".join(names))
+        self.settings.setValue("score", self.conf_slider.value())
+        self.settings.setValue("iou", self.iou_slider.value())
+        self._push_filters()
+        if self.packet is not None:
+            self.view.set_detections(self.shown_detections())
+
+    def _push_filters(self) -> None:
+        if self.worker is not None:
+            self.worker.filters = self.current_filters()
+
+    # -- playback, recording, snapshots ---------------------------------------------------------
+
+    def toggle_pause(self) -> None:
+        if self.worker is None:
+            return
+        paused = not self.worker.paused
+        self.worker.set_paused(paused)
+        self.pause_button.setText("Play" if paused else "Pause")
+
+    def step(self) -> None:
+        if self.worker is not None and self.info is not None and not self.info.live:
+            if not self.worker.paused:
+                self.toggle_pause()
+            self.worker.step()
+
+    def _realtime_changed(self, on: bool) -> None:
+        self.settings.setValue("realtime", "true" if on else "false")
+        if self.worker is not None:
+            self.worker.realtime = on
+
+    def _stats_toggled(self, on: bool) -> None:
+        self.settings.setValue("stats_overlay", "true" if on else "false")
+        self.view.show_stats = on
+        self.view.update()
+
+    def _stamp(self) -> str:
+        return time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+
+    def toggle_record(self) -> None:
+        if self.worker is None:
+            self.record_button.setChecked(False)
+            return
+        if self.record_button.isChecked():
+            self.worker.start_recording(self.output_dir / f"record-{self._stamp()}.mp4")
+        else:
+            self.worker.stop_recording()
+
+    def snapshot(self) -> Path | None:
+        """Saves the current frame with the boxes shown, at the frame's resolution."""
+        if self.packet is None:
+            return None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"snapshot-{self._stamp()}.png"
+        image = draw_detections(self.packet.frame.copy(), self.shown_detections())
+        if not cv2.imwrite(str(path), image):
+            self.show_error(f"could not write {path}")
+            return None
+        self.statusBar().showMessage(f"snapshot saved: {path}", 10000)
+        return path
+
+    def toggle_fullscreen(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+            self.controls.show()
+        else:
+            self.controls.hide()
+            self.showFullScreen()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.stop()
+        self.settings.sync()
+        super().closeEvent(event)

@@ -1,0 +1,331 @@
+"""The GUI's worker: capture, inference and recording off the GUI thread.
+
+A DetectionWorker lives in its own QThread and creates the detector there (a CUDA context
+belongs to the thread that made it). Files play every frame, at their own frame rate or
+as fast as possible, with pause, single steps and seeking; cameras and streams are read by
+engine.sources.LiveReader, whose newest-frame slot drops stale frames instead of building
+latency. Results go to the GUI through a one-packet slot: the worker replaces the packet
+and signals only when the GUI has taken the previous one, so a slow display never queues
+frames (memory stays flat). The GUI thread only paints. Controls (stop, pause, seek,
+filters, recording) are plain thread-safe calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
+
+from app.filters import filter_detections
+from engine.overlay import draw_detections
+from engine.runtime import Detections, EngineError, open_detector
+from engine.sources import FileReader, LiveReader, Source, mask_credentials, parse_source
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for the window: EngineError/OSError text as is, others with their type."""
+    text = str(e).strip().splitlines()
+    if isinstance(e, EngineError | OSError) and text:
+        return mask_credentials(text[0])
+    return mask_credentials(f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
+
+
+def source_from_text(text: str) -> Source:
+    """A Source for a camera index, a URL or GStreamer pipeline, or a file path."""
+    text = text.strip()
+    src = parse_source(text)
+    if src is not None:
+        return src
+    if "!" in text:  # a GStreamer pipeline ("v4l2src ! ... ! appsink")
+        return Source("stream", text, "GStreamer pipeline", "gstreamer")
+    return Source("file", text, text, Path(text).stem)
+
+
+@dataclass
+class SourceInfo:
+    """What the window shows about a running source and model."""
+
+    live: bool
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    backend: str
+    class_names: list[str]
+    score_floor: float
+    model_iou: float
+
+
+@dataclass
+class Packet:
+    """One processed frame: the BGR frame (full resolution, not drawn on), its detections
+    (all the model gave; the GUI filters), its index and time, and the live figures."""
+
+    frame: np.ndarray
+    dets: Detections
+    index: int
+    seconds: float
+    stats: dict = field(default_factory=dict)
+
+
+class _Rate:
+    """Events per second, smoothed (EMA over about 10 events)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self._last: float | None = None
+
+    def tick(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        if self._last is not None and now > self._last:
+            inst = 1.0 / (now - self._last)
+            self.value = inst if self.value == 0 else 0.9 * self.value + 0.1 * inst
+        self._last = now
+        return self.value
+
+
+class DetectionWorker(QObject):
+    """Runs `model` on `source` until stop(). Move it to a QThread and connect the
+    thread's started signal to run()."""
+
+    opened = pyqtSignal(object)  # SourceInfo
+    frameAvailable = pyqtSignal()  # a new packet waits in take()
+    message = pyqtSignal(str)  # information (end of file, recording saved)
+    failed = pyqtSignal(str)  # an error that stopped the worker
+    recording = pyqtSignal(str)  # the file being recorded, or "" when recording stopped
+    finished = pyqtSignal()
+
+    def __init__(
+        self,
+        model: str | Path,
+        source: Source,
+        backend: str = "auto",
+        device: str = "auto",
+        realtime: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model, self.source = Path(model), source
+        self.backend, self.device = backend, device
+        self.realtime = realtime
+        # (score, iou, class ids or None, model iou): read by the recorder
+        self.filters: tuple = (0.0, None, None, 1.0)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: Packet | None = None
+        self._signalled = False
+        self._paused = False
+        self._step = False
+        self._seek: int | None = None
+        self._record_to: Path | None = None
+        self._record_stop = False
+        self._sink = None
+        self.display_skipped = 0
+
+    # -- controls (any thread) -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def set_paused(self, paused: bool) -> None:
+        self._paused = paused
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def step(self) -> None:
+        """Shows the next frame of a paused file."""
+        self._step = True
+
+    def seek(self, frame: int) -> None:
+        self._seek = max(0, int(frame))
+
+    def start_recording(self, path: Path) -> None:
+        self._record_to = Path(path)
+
+    def stop_recording(self) -> None:
+        self._record_stop = True
+
+    def take(self) -> Packet | None:
+        """The newest packet (GUI thread), or None if there is none since the last call."""
+        with self._lock:
+            packet, self._latest = self._latest, None
+            self._signalled = False
+            return packet
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _publish(self, packet: Packet) -> None:
+        with self._lock:
+            if self._latest is not None:
+                self.display_skipped += 1  # the GUI did not take the previous one in time
+            self._latest = packet
+            emit = not self._signalled
+            self._signalled = True
+        if emit:
+            self.frameAvailable.emit()
+
+    @pyqtSlot()
+    def run(self) -> None:
+        det = None
+        try:
+            det = open_detector(self.model, self.backend, self.device)
+            if self.source.live:
+                self._run_live(det)
+            else:
+                self._run_file(det)
+        except Exception as e:  # every failure reaches the window as one line
+            self.failed.emit(describe_error(e))
+        finally:
+            self._close_recording()
+            if det is not None:
+                det.close()
+            self.finished.emit()
+
+    def _info(self, det, props, live: bool) -> SourceInfo:
+        return SourceInfo(
+            live,
+            props.fps,
+            props.frame_count,
+            props.width,
+            props.height,
+            det.describe(),
+            list(det.class_names),
+            float(det.info.score_threshold),
+            float(det.info.iou_threshold),
+        )
+
+    def _detect(self, det, frame: np.ndarray) -> tuple[Detections, float]:
+        t0 = time.perf_counter()
+        dets = det.detect(frame)
+        return dets, (time.perf_counter() - t0) * 1000
+
+    def _run_file(self, det) -> None:
+        reader = FileReader(self.source.target)
+        try:
+            props = reader.props
+            self.opened.emit(self._info(det, props, False))
+            fps = props.fps
+            capture, inference = _Rate(), _Rate()
+            index = 0
+            clock: tuple[float, int] | None = None  # (wall time, index) playback started at
+            at_end = False
+            while not self._stop.is_set():
+                if self._seek is not None:
+                    target, self._seek = self._seek, None
+                    if props.frame_count:
+                        target = min(target, props.frame_count - 1)
+                    reader.seek(target)
+                    index, clock, at_end = target, None, False
+                    self._step = True  # show the frame sought to, even when paused
+                if at_end or (self._paused and not self._step):
+                    clock = None
+                    if self._record_stop:
+                        self._close_recording()
+                    time.sleep(0.02)
+                    continue
+                stepping, self._step = self._step, False
+                frame = reader.read()
+                if frame is None:
+                    at_end = True
+                    reason = reader.stop_reason()
+                    self.message.emit(reason or f"end of the file ({index} frames)")
+                    continue
+                capture.tick()
+                dets, latency = self._detect(det, frame)
+                self._record(frame, dets, index / fps, fps, live=False)
+                if self.realtime and not stepping:
+                    if clock is None:
+                        clock = (time.perf_counter(), index)
+                    due = clock[0] + (index - clock[1]) / fps
+                    while not self._stop.is_set() and time.perf_counter() < due:
+                        time.sleep(min(0.01, max(0.0, due - time.perf_counter())))
+                stats = {
+                    "capture_fps": capture.value,
+                    "inference_fps": inference.tick(),
+                    "latency_ms": latency,
+                    "dropped": self.display_skipped,
+                    "position": index,
+                    "total": props.frame_count,
+                }
+                self._publish(Packet(frame, dets, index, index / fps, stats))
+                index += 1
+        finally:
+            reader.release()
+
+    def _run_live(self, det) -> None:
+        live = LiveReader(self.source)
+        try:
+            self.opened.emit(self._info(det, live.props, True))
+            inference = _Rate()
+            t_start = time.perf_counter()
+            while not self._stop.is_set():
+                item = live.get(timeout=0.2)
+                if self._record_stop and (item is False or self._paused):
+                    self._close_recording()
+                if item is False:
+                    continue
+                if item is None:
+                    raise EngineError(
+                        f"{self.source.display}: no more frames (unplugged, stalled for "
+                        "10 s, or the stream ended)"
+                    )
+                index, seconds, frame = item
+                if self._paused:
+                    continue  # keep draining the camera; the view stays frozen
+                dets, latency = self._detect(det, frame)
+                self._record(frame, dets, seconds, live.props.fps, live=True)
+                elapsed = max(time.perf_counter() - t_start, 1e-6)
+                stats = {
+                    "capture_fps": live.frames_read / elapsed,
+                    "inference_fps": inference.tick(),
+                    "latency_ms": latency,
+                    "dropped": live.dropped + self.display_skipped,
+                }
+                self._publish(Packet(frame, dets, index, seconds, stats))
+        finally:
+            live.stop()
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _record(self, frame, dets, seconds: float, fps: float, live: bool) -> None:
+        from engine.writers import open_sink, resolve_codec
+
+        try:
+            if self._record_to is not None and self._sink is None:
+                path, self._record_to = self._record_to, None
+                codec, _ = resolve_codec("auto")
+                path = path.with_suffix(".mp4")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                h, w = frame.shape[:2]
+                self._sink = open_sink(path, w, h, fps, codec, live=live)
+                self.recording.emit(str(path))
+            if self._sink is not None:
+                score, iou, classes, model_iou = self.filters
+                shown = filter_detections(dets, score, iou, classes, model_iou)
+                self._sink.write(draw_detections(frame.copy(), shown), seconds)
+            if self._record_stop:
+                self._close_recording()
+        except Exception as e:  # recording fails, playback goes on
+            self._sink = None
+            self._record_stop = False
+            self.recording.emit("")
+            self.message.emit(f"recording failed: {describe_error(e)}")
+
+    def _close_recording(self) -> None:
+        self._record_stop = False
+        self._record_to = None
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        try:
+            path = sink.close()
+            self.recording.emit("")
+            self.message.emit(f"recording saved: {path} ({sink.frames} frames)")
+        except Exception as e:
+            self.recording.emit("")
+            self.message.emit(f"recording could not be finalized: {describe_error(e)}")
