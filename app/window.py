@@ -108,15 +108,26 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1200, 720)
 
-        self.model_path = model or self.settings.value("model", "", str)
-        self.source_text = source or self.settings.value("source", "", str)
-        self.backend_box.setCurrentText(backend or self.settings.value("backend", "auto", str))
+        # Read every remembered value before setting any: setting a control saves them all.
+        st = self.settings
+        remembered = {
+            "score": int(st.value("score", 30)),
+            "iou": int(st.value("iou", 45)),
+            "realtime": st.value("realtime", "true") == "true",
+            "stats": st.value("stats_overlay", "false") == "true",
+            "backend": st.value("backend", "auto", str),
+        }
+        self.model_path = model or st.value("model", "", str)
+        self.source_text = source or st.value("source", "", str)
+        self.backend_box.setCurrentText(backend or remembered["backend"])
         self.model_label.setText(self.model_path or "(none)")
         self.url_edit.setText(self.source_text if "://" in self.source_text else "")
-        self.conf_slider.setValue(int(self.settings.value("score", 30)))
-        self.iou_slider.setValue(int(self.settings.value("iou", 45)))
-        self.realtime_box.setChecked(self.settings.value("realtime", "true") == "true")
-        self.stats_box.setChecked(self.settings.value("stats_overlay", "false") == "true")
+        self.conf_slider.setValue(remembered["score"])
+        self.iou_slider.setValue(remembered["iou"])
+        self.conf_label.setText(f"{self.conf_slider.value() / 100:.2f}")
+        self.iou_label.setText(f"{self.iou_slider.value() / 100:.2f}")
+        self.realtime_box.setChecked(remembered["realtime"])
+        self.stats_box.setChecked(remembered["stats"])
         if autostart and self.model_path and self.source_text:
             QTimer.singleShot(0, self.start)
         elif not self.model_path:
@@ -220,12 +231,20 @@ class MainWindow(QMainWindow):
     def _slider(self, form: QFormLayout, name: str) -> tuple[QSlider, QLabel]:
         slider = QSlider(Qt.Horizontal)
         slider.setRange(1, 100)
-        label = QLabel()
-        slider.valueChanged.connect(
-            lambda v: (label.setText(f"{v / 100:.2f}"), self._filters_changed())
-        )
-        form.addRow(name, slider)
-        form.addRow("", label)
+        label = QLabel("-")
+        label.setMinimumWidth(36)
+
+        def changed(v: int) -> None:
+            label.setText(f"{v / 100:.2f}")
+            self._filters_changed()
+
+        slider.valueChanged.connect(changed)
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(slider, 1)
+        h.addWidget(label)
+        form.addRow(name, row)
         return slider, label
 
     def _build_shortcuts(self) -> None:

@@ -22,3 +22,22 @@ def _seed():
     import torch
 
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def detector_onnx(tmp_path_factory) -> Path:
+    """SSD300-MobileNetV2 with its ImageNet backbone and a random head, exported with score
+    threshold 0.2: real frames give image-dependent detections, fast enough for video tests."""
+    import torch
+
+    from engine.export import export_onnx
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+
+    torch.manual_seed(0)
+    m = import_torchvision_mobilenet_v2(read_checkpoint(mobilenet_v2_imagenet_path()), "voc", "voc")
+    path = tmp_path_factory.mktemp("detector") / "mobilenet_random_head.onnx"
+    return export_onnx(m.eval(), path, score_threshold=0.2)

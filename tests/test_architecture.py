@@ -60,7 +60,20 @@ RUNTIME = [
 
 
 @pytest.mark.parametrize(
-    "module", ["app", "engine", "training", "training.priors", "training.spec", *RUNTIME]
+    "module",
+    [
+        "app",
+        "app.window",
+        "app.worker",
+        "app.view",
+        "app.filters",
+        "app.command",
+        "engine",
+        "training",
+        "training.priors",
+        "training.spec",
+        *RUNTIME,
+    ],
 )
 def test_torch_free_modules_import_without_torch(module):
     code = BLOCK_TORCH + f"import {module}\nassert 'torch' not in sys.modules\n"

@@ -18,9 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from engine.export import export_onnx
 from engine.overlay import draw_detections
 from engine.runtime import Detections, EngineError, open_detector
 from engine.sources import FileReader, Source, mask_credentials, resolve_inputs
@@ -28,11 +26,6 @@ from engine.video import VideoOptions, output_paths
 from engine.video_command import parse_classes, parse_time
 from engine.writers import h264_available, partial_path
 from main import main
-from training.importers import (
-    import_torchvision_mobilenet_v2,
-    mobilenet_v2_imagenet_path,
-    read_checkpoint,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIPS = [
@@ -43,13 +36,9 @@ CLIPS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """SSD300-MobileNetV2: ImageNet backbone, random head; real frames give detections."""
-    torch.manual_seed(0)
-    sd = read_checkpoint(mobilenet_v2_imagenet_path())
-    m = import_torchvision_mobilenet_v2(sd, "voc", "voc")
-    return export_onnx(m.eval(), tmp_path_factory.mktemp("model") / "m.onnx", score_threshold=0.2)
+@pytest.fixture
+def model(detector_onnx):
+    return detector_onnx
 
 
 @pytest.fixture
