@@ -357,10 +357,12 @@ class LiveReader:
                 return item
             return None if self._ended else False
 
-    def stop(self) -> None:
-        """Stops capturing; the capture is released by whichever thread is last with it."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stops capturing without waiting more than `timeout` seconds for a read in
+        progress (a stalled stream); the capture is released by whichever thread is last
+        with it."""
         self._stop.set()
-        self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 1)
+        self._thread.join(timeout=timeout)
         with self._cond:
             if self._ended:  # the capture thread has left read(): release it here
                 self.cap.release()
