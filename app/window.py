@@ -56,6 +56,15 @@ def list_cameras() -> list[tuple[int, str]]:
     return found
 
 
+# Workers that outlived stop()'s wait, kept referenced until their thread ends.
+_RETIRING: list[tuple[DetectionWorker, QThread]] = []
+
+
+def _retire(pair) -> None:
+    if pair in _RETIRING:
+        _RETIRING.remove(pair)
+
+
 class MainWindow(QMainWindow):
     """`settings`: where the last source and settings are remembered (default: the user's
     QSettings for this application). `output_dir`: where recordings and snapshots go."""
@@ -117,6 +126,7 @@ class MainWindow(QMainWindow):
             "stats": st.value("stats_overlay", "false") == "true",
             "backend": st.value("backend", "auto", str),
         }
+        self._wanted_classes = st.value("classes", "", str)
         self.model_path = model or st.value("model", "", str)
         self.source_text = source or st.value("source", "", str)
         self.backend_box.setCurrentText(backend or remembered["backend"])
@@ -202,8 +212,10 @@ class MainWindow(QMainWindow):
         f.addRow(self.step_button)
         self.seek_slider = QSlider(Qt.Horizontal)
         self.seek_slider.setEnabled(False)
-        self.seek_slider.sliderReleased.connect(
-            lambda: self.worker and self.worker.seek(self.seek_slider.value())
+        self.seek_slider.sliderReleased.connect(self._seek_to_slider)
+        # clicks on the groove and keys (the packets' updates block the slider's signals)
+        self.seek_slider.valueChanged.connect(
+            lambda _: None if self.seek_slider.isSliderDown() else self._seek_to_slider()
         )
         f.addRow("Seek", self.seek_slider)
         self.realtime_box = QCheckBox("Files at their own frame rate")
@@ -315,6 +327,9 @@ class MainWindow(QMainWindow):
             self.show_error("Open a camera, a file or a URL.")
             return
         self.settings.setValue("backend", self.backend_box.currentText())
+        self.info = self.packet = None
+        self._display_times = []
+        self.pause_button.setText("Pause")
         source = source_from_text(self.source_text)
         worker = DetectionWorker(
             self.model_path,
@@ -338,20 +353,30 @@ class MainWindow(QMainWindow):
         self.start_button.setText("Stop")
         thread.start()
 
-    def stop(self) -> None:
-        """Stops the worker and waits for its thread (a frame in flight finishes first)."""
+    def stop(self, wait_s: float = 3.0) -> None:
+        """Stops the worker and waits up to `wait_s` for its thread (a frame in flight
+        finishes first). One that takes longer (a stream still opening, an engine being
+        built) is kept until it ends on its own, without blocking the window."""
         worker, thread = self.worker, self.thread
         self.worker = self.thread = None
         if worker is not None:
             worker.stop()
-            for signal in (worker.frameAvailable, worker.failed, worker.message, worker.opened):
+            # Its frames and errors no longer concern the window; its messages (recording
+            # saved) still go to the status bar.
+            for signal in (worker.frameAvailable, worker.failed, worker.opened):
                 signal.disconnect()
         if thread is not None:
             thread.quit()
-            if not thread.wait(15000):
-                self.show_error("the worker did not stop within 15 s")
+            if not thread.wait(int(wait_s * 1000)):
+                _RETIRING.append((worker, thread))
+                thread.setParent(None)
+                thread.finished.connect(lambda p=(worker, thread): _retire(p))
         self.record_button.setChecked(False)
         self.start_button.setText("Start")
+
+    def _seek_to_slider(self) -> None:
+        if self.worker is not None:
+            self.worker.seek(self.seek_slider.value())
 
     def _on_thread_finished(self, thread: QThread) -> None:
         if thread is self.thread:  # the worker ended by itself (an error, a lost camera)
@@ -386,7 +411,7 @@ class MainWindow(QMainWindow):
         self._push_filters()
 
     def _fill_classes(self, names: list[str]) -> None:
-        wanted = self.settings.value("classes", "", str)
+        wanted = self._wanted_classes
         keep = set(wanted.split(",")) if wanted else None
         self.class_list.blockSignals(True)
         self.class_list.clear()
@@ -466,8 +491,10 @@ class MainWindow(QMainWindow):
         n = self.class_list.count()
         checked = [i + 1 for i in range(n) if self.class_list.item(i).checkState() == Qt.Checked]
         self._class_ids = None if len(checked) == n else checked
-        names = [self.class_list.item(i - 1).text() for i in checked]
-        self.settings.setValue("classes", "" if self._class_ids is None else ",".join(names))
+        if n:  # before a model has filled the list there is nothing to remember
+            names = [self.class_list.item(i - 1).text() for i in checked]
+            self._wanted_classes = "" if self._class_ids is None else ",".join(names)
+            self.settings.setValue("classes", self._wanted_classes)
         self.settings.setValue("score", self.conf_slider.value())
         self.settings.setValue("iou", self.iou_slider.value())
         self._push_filters()
@@ -519,11 +546,15 @@ class MainWindow(QMainWindow):
         """Saves the current frame with the boxes shown, at the frame's resolution."""
         if self.packet is None:
             return None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"snapshot-{self._stamp()}.png"
         image = draw_detections(self.packet.frame.copy(), self.shown_detections())
-        if not cv2.imwrite(str(path), image):
-            self.show_error(f"could not write {path}")
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            ok = cv2.imwrite(str(path), image)
+        except (OSError, cv2.error) as e:
+            ok, path = False, f"{path} ({e})"
+        if not ok:
+            self.show_error(f"could not write the snapshot {path}")
             return None
         self.statusBar().showMessage(f"snapshot saved: {path}", 10000)
         return path
@@ -537,6 +568,8 @@ class MainWindow(QMainWindow):
             self.showFullScreen()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        self.stop()
+        self.stop(wait_s=30.0)
+        for _, thread in list(_RETIRING):
+            thread.wait(30000)
         self.settings.sync()
         super().closeEvent(event)

@@ -142,13 +142,28 @@ class DetectionWorker(QObject):
         self._step = True
 
     def seek(self, frame: int) -> None:
-        self._seek = max(0, int(frame))
+        with self._lock:
+            self._seek = max(0, int(frame))
 
     def start_recording(self, path: Path) -> None:
-        self._record_to = Path(path)
+        with self._lock:
+            self._record_to = Path(path)
+            self._record_stop = False
 
     def stop_recording(self) -> None:
-        self._record_stop = True
+        with self._lock:
+            self._record_stop = True
+
+    def _take_seek(self) -> int | None:
+        with self._lock:
+            target, self._seek = self._seek, None
+            return target
+
+    def _take_record_request(self) -> tuple[Path | None, bool]:
+        with self._lock:
+            start, self._record_to = self._record_to, None
+            stop, self._record_stop = self._record_stop, False
+            return start, stop
 
     def take(self) -> Packet | None:
         """The newest packet (GUI thread), or None if there is none since the last call."""
@@ -181,10 +196,14 @@ class DetectionWorker(QObject):
         except Exception as e:  # every failure reaches the window as one line
             self.failed.emit(describe_error(e))
         finally:
-            self._close_recording()
-            if det is not None:
-                det.close()
-            self.finished.emit()
+            try:
+                self._close_recording()
+                if det is not None:
+                    det.close()
+            except Exception as e:
+                self.message.emit(f"closing the model failed: {describe_error(e)}")
+            finally:
+                self.finished.emit()
 
     def _info(self, det, props, live: bool) -> SourceInfo:
         return SourceInfo(
@@ -210,22 +229,22 @@ class DetectionWorker(QObject):
             props = reader.props
             self.opened.emit(self._info(det, props, False))
             fps = props.fps
-            capture, inference = _Rate(), _Rate()
+            capture, latency_ms = _Rate(), 0.0
             index = 0
             clock: tuple[float, int] | None = None  # (wall time, index) playback started at
             at_end = False
             while not self._stop.is_set():
-                if self._seek is not None:
-                    target, self._seek = self._seek, None
+                target = self._take_seek()
+                if target is not None:
                     if props.frame_count:
                         target = min(target, props.frame_count - 1)
                     reader.seek(target)
                     index, clock, at_end = target, None, False
+                    capture = _Rate()
                     self._step = True  # show the frame sought to, even when paused
                 if at_end or (self._paused and not self._step):
-                    clock = None
-                    if self._record_stop:
-                        self._close_recording()
+                    clock, capture = None, _Rate()
+                    self._service_recording()
                     time.sleep(0.02)
                     continue
                 stepping, self._step = self._step, False
@@ -237,6 +256,7 @@ class DetectionWorker(QObject):
                     continue
                 capture.tick()
                 dets, latency = self._detect(det, frame)
+                latency_ms = latency if latency_ms == 0 else 0.9 * latency_ms + 0.1 * latency
                 self._record(frame, dets, index / fps, fps, live=False)
                 if self.realtime and not stepping:
                     if clock is None:
@@ -244,9 +264,11 @@ class DetectionWorker(QObject):
                     due = clock[0] + (index - clock[1]) / fps
                     while not self._stop.is_set() and time.perf_counter() < due:
                         time.sleep(min(0.01, max(0.0, due - time.perf_counter())))
+                else:
+                    clock = None  # pacing restarts from here when it is turned back on
                 stats = {
-                    "capture_fps": capture.value,
-                    "inference_fps": inference.tick(),
+                    "capture_fps": capture.value,  # frames read per second (the playback)
+                    "inference_fps": 1000 / latency_ms if latency_ms else 0.0,  # detector
                     "latency_ms": latency,
                     "dropped": self.display_skipped,
                     "position": index,
@@ -261,12 +283,12 @@ class DetectionWorker(QObject):
         live = LiveReader(self.source)
         try:
             self.opened.emit(self._info(det, live.props, True))
-            inference = _Rate()
-            t_start = time.perf_counter()
+            latency_ms = 0.0
+            last_count, last_t, capture_fps = live.frames_read, time.perf_counter(), 0.0
             while not self._stop.is_set():
                 item = live.get(timeout=0.2)
-                if self._record_stop and (item is False or self._paused):
-                    self._close_recording()
+                if item is False or self._paused:
+                    self._service_recording()
                 if item is False:
                     continue
                 if item is None:
@@ -278,11 +300,16 @@ class DetectionWorker(QObject):
                 if self._paused:
                     continue  # keep draining the camera; the view stays frozen
                 dets, latency = self._detect(det, frame)
+                latency_ms = latency if latency_ms == 0 else 0.9 * latency_ms + 0.1 * latency
                 self._record(frame, dets, seconds, live.props.fps, live=True)
-                elapsed = max(time.perf_counter() - t_start, 1e-6)
+                now = time.perf_counter()
+                if now - last_t >= 0.5:  # frames the source delivered per second, recently
+                    rate = (live.frames_read - last_count) / (now - last_t)
+                    capture_fps = rate if capture_fps == 0 else 0.5 * capture_fps + 0.5 * rate
+                    last_count, last_t = live.frames_read, now
                 stats = {
-                    "capture_fps": live.frames_read / elapsed,
-                    "inference_fps": inference.tick(),
+                    "capture_fps": capture_fps,
+                    "inference_fps": 1000 / latency_ms if latency_ms else 0.0,
                     "latency_ms": latency,
                     "dropped": live.dropped + self.display_skipped,
                 }
@@ -292,14 +319,21 @@ class DetectionWorker(QObject):
 
     # -- recording ---------------------------------------------------------------------------
 
+    def _service_recording(self) -> None:
+        """Starts nothing, but honours a stop request while no frame comes (paused)."""
+        with self._lock:
+            stop, self._record_stop = self._record_stop, False
+        if stop:
+            self._close_recording()
+
     def _record(self, frame, dets, seconds: float, fps: float, live: bool) -> None:
         from engine.writers import open_sink, resolve_codec
 
+        start, stop = self._take_record_request()
         try:
-            if self._record_to is not None and self._sink is None:
-                path, self._record_to = self._record_to, None
+            if start is not None and self._sink is None:
                 codec, _ = resolve_codec("auto")
-                path = path.with_suffix(".mp4")
+                path = start.with_suffix(".mp4")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 h, w = frame.shape[:2]
                 self._sink = open_sink(path, w, h, fps, codec, live=live)
@@ -308,17 +342,19 @@ class DetectionWorker(QObject):
                 score, iou, classes, model_iou = self.filters
                 shown = filter_detections(dets, score, iou, classes, model_iou)
                 self._sink.write(draw_detections(frame.copy(), shown), seconds)
-            if self._record_stop:
+            if stop:
                 self._close_recording()
         except Exception as e:  # recording fails, playback goes on
-            self._sink = None
-            self._record_stop = False
+            sink, self._sink = self._sink, None
+            if sink is not None:
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001 - the first error is the one reported
+                    sink.tmp.unlink(missing_ok=True)
             self.recording.emit("")
             self.message.emit(f"recording failed: {describe_error(e)}")
 
     def _close_recording(self) -> None:
-        self._record_stop = False
-        self._record_to = None
         sink, self._sink = self._sink, None
         if sink is None:
             return

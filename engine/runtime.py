@@ -292,8 +292,13 @@ def open_detector(
     if backend == "torch":
         if not _is_weights(path):
             raise EngineError(f"{path}: the PyTorch backend runs .safetensors weights files")
-        from engine.torch_backend import TorchDetector
-
+        try:
+            from engine.torch_backend import TorchDetector
+        except ImportError as e:
+            raise EngineError(
+                f"{path}: running a weights file needs PyTorch ({e}); export it to ONNX "
+                "on a machine with PyTorch (`main.py export`) and use the .onnx here"
+            ) from None
         return TorchDetector(path, device=device, **options)
     if _is_weights(path):
         raise EngineError(

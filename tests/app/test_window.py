@@ -111,6 +111,11 @@ def test_sliders_and_class_filter_change_what_is_drawn(make_window, qtbot, clip)
     assert set(w.view.dets.class_ids.tolist()) == {keep}
     # remembered for the next start
     assert w.settings.value("classes") == w.class_list.item(keep - 1).text()
+    w.close()
+    again = make_window(clip)
+    wait_frames(qtbot, again, 3)
+    checked = [again.class_list.item(i).checkState() == Qt.Checked for i in range(20)]
+    assert checked == [i == keep - 1 for i in range(20)]
 
 
 def test_pause_step_and_seek(make_window, qtbot, clip):
