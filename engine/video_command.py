@@ -312,10 +312,11 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
     weights = [(r.stage_ms, r.frames) for r in results if r.frames]
     if weights:
         total = sum(w for _, w in weights)
-        keys = [k for k in ("decode", "resize", "infer", "post", "draw", "encode", "log")]
+        from engine.video import STAGES
+
         avg = {
             k: sum(s.get(k, 0.0) * w for s, w in weights) / total
-            for k in keys
+            for k in STAGES
             if any(k in s for s, _ in weights)
         }
         lines.append(
