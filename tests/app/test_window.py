@@ -179,7 +179,8 @@ def test_a_bad_source_shows_an_error_in_the_window(make_window, qtbot, tmp_path)
     assert "not found" in w.error_text
     assert w.banner_row.isVisible()
     qtbot.waitUntil(lambda: not w.running(), timeout=10000)
-    assert w.start_button.text() == "Start"
+    # the thread's finished signal reaches the window through its event loop
+    qtbot.waitUntil(lambda: w.start_button.text() == "Start", timeout=5000)
     # a stream that does not answer: the password never reaches the window
     w.open_source("rtsp://admin:hunter2@127.0.0.1:9/cam")
     qtbot.waitUntil(lambda: "cannot open" in w.error_text, timeout=20000)
