@@ -122,6 +122,17 @@ def output_paths(
     return plans
 
 
+def frame_range(props, start_s: float, end_s: float | None) -> tuple[int, int | None]:
+    """(first frame at or after start_s, frame index to stop before) of a file with these
+    VideoProps; the stop is None when neither end_s nor the frame count is known."""
+    start = int(math.ceil(start_s * props.fps - 1e-6))
+    end = props.frame_count or None
+    if end_s is not None:
+        stop_at = int(math.ceil(end_s * props.fps - 1e-6))
+        end = stop_at if end is None else min(end, stop_at)
+    return start, end
+
+
 def _one_line(e: BaseException) -> str:
     """'TypeName: first line of the message', credentials masked."""
     text = str(e).strip().splitlines()
@@ -244,12 +255,7 @@ class VideoProcessor:
         reader = FileReader(src.target)
         try:
             props = reader.props
-            # The first frame at or after --start, the last one before --end.
-            start = int(math.ceil(self.opts.start * props.fps - 1e-6))
-            end = props.frame_count or None
-            if self.opts.end is not None:
-                stop_at = int(math.ceil(self.opts.end * props.fps - 1e-6))
-                end = stop_at if end is None else min(end, stop_at)
+            start, end = frame_range(props, self.opts.start, self.opts.end)
             if end is not None and start >= end:
                 raise EngineError(
                     f"{src.display}: nothing between --start and --end (the file has "

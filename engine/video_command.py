@@ -222,19 +222,21 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int] | None:
 
 def _probe_total(sources, opts) -> int:
     """Frames the file inputs will give (for the overall progress bar); 0 if unknown."""
-    import cv2
+    from engine.runtime import EngineError
+    from engine.sources import FileReader
+    from engine.video import frame_range
 
     total = 0
     for s in sources:
         if s.live:
             return 0
-        cap = cv2.VideoCapture(str(s.target), cv2.CAP_FFMPEG)
-        if cap.isOpened():
-            n = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT)))
-            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-            end = n if opts.end is None else min(n, int(opts.end * fps + 0.999999))
-            total += max(0, end - int(round(opts.start * fps)))
-        cap.release()
+        try:
+            reader = FileReader(s.target)
+        except EngineError:
+            continue  # reported when its turn comes
+        start, end = frame_range(reader.props, opts.start, opts.end)
+        reader.release()
+        total += max(0, (end or 0) - start)
     return total
 
 
