@@ -26,6 +26,18 @@ from training.errors import SSDError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+# The six Pascal VOC classes that COCO names differently. With a given class list, a box
+# whose class is missing from the list under its own name is looked up under the other.
+VOC_COCO_NAMES = {
+    "aeroplane": "airplane",
+    "diningtable": "dining table",
+    "motorbike": "motorcycle",
+    "pottedplant": "potted plant",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+}
+CLASS_ALIASES = {**VOC_COCO_NAMES, **{coco: voc for voc, coco in VOC_COCO_NAMES.items()}}
+
 
 class DataError(SSDError):
     """A dataset that cannot be read or has nothing usable in it."""
@@ -71,6 +83,8 @@ class DetectionData:
     annotation_file: Path | None = None
     category_ids: list[int] | None = None
     crowd_boxes: int = 0
+    # With a given class list: boxes of the data's other classes, left out, per class name.
+    left_out: Counter = field(default_factory=Counter)
 
     @property
     def num_boxes(self) -> int:
@@ -86,6 +100,13 @@ class DetectionData:
             f"{self.source}: {len(self.samples)} images, {self.num_boxes} boxes, "
             f"{len(self.class_names)} classes ({self.format})"
         ]
+        if self.left_out:
+            common = ", ".join(f"{n} ({c})" for n, c in self.left_out.most_common(8))
+            more = ", ..." if len(self.left_out) > 8 else ""
+            lines.append(
+                f"left out {sum(self.left_out.values())} boxes of "
+                f"{len(self.left_out)} classes the model does not have: {common}{more}"
+            )
         if self.problems:
             lines.append(f"skipped {len(self.problems)} item(s):")
             lines += [f"  {p.file}: {p.reason}" for p in self.problems[:limit]]
@@ -103,14 +124,18 @@ class _Builder:
         self.index = {n: i + 1 for i, n in enumerate(self.class_names)}
         self.samples: list[Sample] = []
         self.problems: list[Problem] = []
+        self.left_out: Counter = Counter()
         self.source = source
         self.format = fmt
 
     def label(self, name: str, file: str) -> int | None:
+        if name not in self.index and self.fixed_classes:
+            alias = CLASS_ALIASES.get(name)
+            if alias in self.index:
+                return self.index[alias]
+            self.left_out[name] += 1
+            return None
         if name not in self.index:
-            if self.fixed_classes:
-                self.problems.append(Problem(file, f"unknown class {name!r} (box skipped)"))
-                return None
             self.class_names.append(name)
             self.index[name] = len(self.class_names)
         return self.index[name]
@@ -184,7 +209,12 @@ class _Builder:
                 s.labels = remap[s.labels]
             self.class_names = order
         return DetectionData(
-            self.samples, self.class_names, self.problems, self.source, self.format
+            self.samples,
+            self.class_names,
+            self.problems,
+            self.source,
+            self.format,
+            left_out=self.left_out,
         )
 
 
@@ -401,7 +431,9 @@ def load_coco(annotations: Path, images: Path | None = None, class_names=None) -
     data.annotation_file = annotations
     # COCO category id of each label, for scoring against the original file.
     by_name = {c["name"]: c["id"] for c in cats}
-    data.category_ids = [by_name.get(n, 0) for n in data.class_names]
+    data.category_ids = [
+        by_name.get(n, by_name.get(CLASS_ALIASES.get(n, ""), 0)) for n in data.class_names
+    ]
     return data
 
 
@@ -512,7 +544,8 @@ def load_dataset(
       'trainval', 'test', 'VOC2007/trainval+VOC2012/trainval'; default 'trainval');
     - another folder with XML files (or an annotations/ subfolder): loose VOC (split: a
       .txt or .csv list of image names, default every XML file).
-    With `class_names`, labels follow that list and other classes are reported and skipped.
+    With `class_names`, labels follow that list (COCO's and VOC's names for the same class
+    match, see CLASS_ALIASES); boxes of other classes are left out and counted.
     """
     p = Path(path)
     if not p.exists():

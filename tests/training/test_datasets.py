@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from training.data import check_images
-from training.datasets import DataError, load_dataset
+from training.datasets import VOC_COCO_NAMES, DataError, load_dataset
 
 
 def test_voc_folder_with_csv_splits(shared_data):
@@ -53,7 +53,9 @@ def test_a_given_class_list_relabels_and_reports_unknown_classes(shared_data):
     people = full.class_counts()["person"]
     assert data.class_counts()["person"] == people
     assert data.num_boxes == people + full.class_counts()["dog"]
-    assert any("unknown class 'car'" in p.reason for p in data.problems)
+    assert data.left_out["car"] == full.class_counts()["car"]
+    assert "left out" in data.report()
+    assert "car (" in data.report()
 
 
 def _write_devkit(root: Path) -> Path:
@@ -92,13 +94,14 @@ def test_voc_devkit_difficult_flags_and_broken_boxes(tmp_path):
     assert any("000004.xml: annotation missing" in r for r in reasons)
     assert any("outside the image" in r for r in reasons)  # dog at x 120..150 in a 100 px image
     assert any("zero area" in r for r in reasons)  # xmax = xmin - 1: [7, 7] in continuous pixels
-    assert any("unknown class 'bird'" in r for r in reasons)
+    assert data.left_out == {"bird": 1}
     assert len(data.samples) == 3  # 000003 stays, with no boxes
     first = data.samples[0]
     assert first.difficult.tolist() == [False, True]
     # VOC's 1-based inclusive pixels: [xmin - 1, xmax] / size
     np.testing.assert_allclose(first.boxes[0], [9 / 100, 19 / 80, 50 / 100, 60 / 80], rtol=1e-6)
-    assert "skipped 4 item(s)" in data.report()
+    assert "skipped 3 item(s)" in data.report()
+    assert "left out 1 boxes of 1 classes the model does not have: bird (1)" in data.report()
     test = load_dataset(root, "VOC2007/test")
     assert test.class_names == ["bird"]
 
@@ -185,3 +188,20 @@ def test_the_sampler_splits_ranks_evenly_and_resumes_mid_epoch():
     assert list(EpochBatchSampler(23, 4, epoch=3)) == full  # deterministic
     assert list(EpochBatchSampler(23, 4, epoch=4)) != full
     assert [len(b) for b in EpochBatchSampler(21, 4, min_batch=2)] == [4, 4, 4, 4, 4]
+
+
+def test_coco_names_of_voc_classes_map_to_the_voc_list(shared_data):
+    from training.spec import load_class_names
+
+    voc = load_class_names("voc")
+    coco = shared_data / "coco128" / "annotations" / "instances_train2017.json"
+    data = load_dataset(coco, None, voc)
+    full = load_dataset(coco)
+    counts, coco_counts = data.class_counts(), full.class_counts()
+    for voc_name, coco_name in VOC_COCO_NAMES.items():
+        assert counts[voc_name] == coco_counts[coco_name]
+    assert counts["person"] == coco_counts["person"] == 254
+    assert "airplane" not in data.left_out
+    # Evaluation against the original file needs COCO's category id under either name.
+    assert data.category_ids[voc.index("aeroplane")] == 5
+    assert data.category_ids[voc.index("tvmonitor")] == 72
