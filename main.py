@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from app import command as gui_command
     from engine import commands as engine_commands
-    from engine import video_command
+    from engine import system, video_command
     from training import commands as model_commands
     from training import run_commands
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_commands.register(sub)
     video_command.register(sub)
     gui_command.register(sub)
+    system.register(sub)
     return parser
 
 

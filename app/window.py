@@ -4,7 +4,6 @@ controls; DetectionWorker does the rest on its QThread."""
 
 from __future__ import annotations
 
-import glob
 import re
 import time
 from pathlib import Path
@@ -35,24 +34,34 @@ from app.filters import filter_detections
 from app.view import VideoView
 from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
 from engine.overlay import draw_detections
-from engine.runtime import BACKENDS, Detections
+from engine.runtime import BACKENDS, Detections, EngineError
 from engine.sources import VIDEO_EXTENSIONS, mask_credentials
 
 MODEL_FILTER = "Models (*.onnx *.engine *.plan *.safetensors);;All files (*)"
 VIDEO_FILTER = "Videos (" + " ".join(f"*{e}" for e in sorted(VIDEO_EXTENSIONS)) + ");;All (*)"
 
 
-def list_cameras() -> list[tuple[int, str]]:
-    """(index, name) of the V4L2 cameras (Linux: /dev/video*; their names from sysfs)."""
+def list_cameras(root: str = "/") -> list[tuple[str, str]]:
+    """(source spec, name) of the cameras: V4L2 devices (/dev/video*, names from sysfs) by
+    index; a Jetson's CSI sensors (sysfs name "vi-output, ...") as csi://N, N counting them
+    in device order, since they need Argus (nvarguscamerasrc) for their ISP."""
     found = []
-    for dev in sorted(glob.glob("/dev/video*")):
-        m = re.fullmatch(r"/dev/video(\d+)", dev)
-        if not m:
-            continue
-        n = int(m.group(1))
-        name_file = Path(f"/sys/class/video4linux/video{n}/name")
+    csi = 0
+    base = Path(root)
+    nodes = sorted(
+        (int(m.group(1)), p.name)
+        for p in (base / "dev").glob("video*")
+        for m in [re.fullmatch(r"video(\d+)", p.name)]
+        if m
+    )
+    for n, node in nodes:
+        name_file = base / "sys" / "class" / "video4linux" / node / "name"
         name = name_file.read_text().strip() if name_file.is_file() else f"camera {n}"
-        found.append((n, name))
+        if name.startswith("vi-output"):
+            found.append((f"csi://{csi}", f"CSI {name.split(',', 1)[-1].strip()}"))
+            csi += 1
+        else:
+            found.append((str(n), name))
     return found
 
 
@@ -152,18 +161,20 @@ class MainWindow(QMainWindow):
         src = QGroupBox("Source")
         f = QFormLayout(src)
         self.camera_box = QComboBox()
-        for n, name in list_cameras() or [(0, "camera 0 (none found)")]:
-            self.camera_box.addItem(f"{n}: {name}", n)
+        for spec, name in list_cameras() or [("0", "camera 0 (none found)")]:
+            self.camera_box.addItem(f"{spec}: {name}", spec)
         cam_button = QPushButton("Open camera")
         cam_button.clicked.connect(
-            lambda: self.open_source(str(self.camera_box.currentData() or 0))
+            lambda: self.open_source(str(self.camera_box.currentData() or "0"))
         )
         f.addRow(self.camera_box, cam_button)
         file_button = QPushButton("Open file…")
         file_button.clicked.connect(self._choose_file)
         f.addRow(file_button)
         self.url_edit = QLineEdit()
-        self.url_edit.setPlaceholderText("rtsp://…, http://…, or a GStreamer pipeline")
+        self.url_edit.setPlaceholderText(
+            "rtsp://…, csi://0, v4l2:///dev/video0, a GStreamer pipeline"
+        )
         url_button = QPushButton("Open URL")
         url_button.clicked.connect(lambda: self.open_source(self.url_edit.text()))
         self.url_edit.returnPressed.connect(url_button.click)
@@ -330,7 +341,11 @@ class MainWindow(QMainWindow):
         self.info = self.packet = None
         self._display_times = []
         self.pause_button.setText("Pause")
-        source = source_from_text(self.source_text)
+        try:
+            source = source_from_text(self.source_text)
+        except EngineError as e:  # a malformed camera URI
+            self.show_error(mask_credentials(str(e)))
+            return
         worker = DetectionWorker(
             self.model_path,
             source,
@@ -395,7 +410,9 @@ class MainWindow(QMainWindow):
 
     def _on_opened(self, info: SourceInfo) -> None:
         self.info = info
-        self.backend_label.setText(info.backend)
+        self.backend_label.setText(
+            info.backend + (f"; frames via {info.capture}" if info.capture else "")
+        )
         floor = max(1, int(round(info.score_floor * 100)))
         self.conf_slider.setMinimum(floor)
         self.iou_slider.setMaximum(max(1, int(round(info.model_iou * 100))))

@@ -23,26 +23,36 @@ from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 from app.filters import filter_detections
 from engine.overlay import draw_detections
 from engine.runtime import Detections, EngineError, open_detector
-from engine.sources import FileReader, LiveReader, Source, mask_credentials, parse_source
+from engine.sources import (
+    FileReader,
+    LiveReader,
+    Source,
+    file_uri_path,
+    mask_credentials,
+    parse_source,
+)
 
 
 def describe_error(e: BaseException) -> str:
     """One line for the window: EngineError/OSError text as is, others with their type."""
     text = str(e).strip().splitlines()
-    if isinstance(e, EngineError | OSError) and text:
+    if isinstance(e, (EngineError, OSError)) and text:
         return mask_credentials(text[0])
     return mask_credentials(f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
 
 
 def source_from_text(text: str) -> Source:
-    """A Source for a camera index, a URL or GStreamer pipeline, or a file path."""
+    """A Source for what the user typed or chose: a camera (index, /dev/videoN, v4l2://,
+    csi://), a URL, a GStreamer pipeline, or a file path / file:// URI (engine.sources).
+    A malformed camera URI raises EngineError."""
     text = text.strip()
-    src = parse_source(text)
-    if src is not None:
-        return src
-    if "!" in text:  # a GStreamer pipeline ("v4l2src ! ... ! appsink")
-        return Source("stream", text, "GStreamer pipeline", "gstreamer")
-    return Source("file", text, text, Path(text).stem)
+    path = file_uri_path(text)
+    if path is None:
+        src = parse_source(text)
+        if src is not None:
+            return src
+        path = text
+    return Source("file", path, path, Path(path).stem)
 
 
 @dataclass
@@ -58,6 +68,7 @@ class SourceInfo:
     class_names: list[str]
     score_floor: float
     model_iou: float
+    capture: str = ""  # how frames are read (FFmpeg, GStreamer, NVDEC ...)
 
 
 @dataclass
@@ -205,7 +216,7 @@ class DetectionWorker(QObject):
             finally:
                 self.finished.emit()
 
-    def _info(self, det, props, live: bool) -> SourceInfo:
+    def _info(self, det, props, live: bool, capture: str = "") -> SourceInfo:
         return SourceInfo(
             live,
             props.fps,
@@ -216,6 +227,7 @@ class DetectionWorker(QObject):
             list(det.class_names),
             float(det.info.score_threshold),
             float(det.info.iou_threshold),
+            capture,
         )
 
     def _detect(self, det, frame: np.ndarray) -> tuple[Detections, float]:
@@ -227,7 +239,7 @@ class DetectionWorker(QObject):
         reader = FileReader(self.source.target)
         try:
             props = reader.props
-            self.opened.emit(self._info(det, props, False))
+            self.opened.emit(self._info(det, props, False, reader.decoder))
             fps = props.fps
             capture, latency_ms = _Rate(), 0.0
             index = 0
@@ -282,7 +294,7 @@ class DetectionWorker(QObject):
     def _run_live(self, det) -> None:
         live = LiveReader(self.source)
         try:
-            self.opened.emit(self._info(det, live.props, True))
+            self.opened.emit(self._info(det, live.props, True, live.plan.describe()))
             latency_ms = 0.0
             last_count, last_t, capture_fps = live.frames_read, time.perf_counter(), 0.0
             while not self._stop.is_set():

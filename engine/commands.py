@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workspace",
         type=int_in_range(16),
-        default=1024,
-        help="builder workspace in MiB (default 1024; 256-512 on small Jetsons)",
+        default=None,
+        help="builder workspace in MiB (default: 1024, on Jetsons by their memory: 256 up "
+        "to 4 GB, 512 up to 8 GB)",
     )
     p.add_argument(
         "--dla",
@@ -127,13 +128,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from engine.platform import current_platform, default_workspace_mb
     from engine.tensorrt_backend import DEFAULT_CACHE, build_engine
 
+    workspace = args.workspace or default_workspace_mb(current_platform())
     out = build_engine(
         args.onnx,
         args.output,
         args.precision,
-        args.workspace,
+        workspace,
         args.dla,
         args.cache_dir or DEFAULT_CACHE,
     )

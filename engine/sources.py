@@ -1,10 +1,24 @@
-"""Where frames come from: video files (one by one, whole folders, globs), webcams and streams.
+"""Where frames come from: video files (one by one, whole folders, globs), cameras and streams.
 
-numpy and OpenCV only (the deploy path). A file is read frame by frame, every frame in
-order; a live source (camera or stream) is read by its own thread into a one-frame slot, so
-the consumer always gets the newest frame and the frames it never saw are counted as drops.
-Stream addresses may carry credentials: everything shown to the user goes through
-`mask_credentials` (Source.display is already masked).
+Source specifications, the same in the video command and the GUI:
+
+    PATH, file:///PATH                 a video file (a folder or glob: every video in it)
+    0, 1, ...                          a camera by index (OpenCV's default backend)
+    /dev/videoN, v4l2:///dev/videoN    a V4L2 (USB) camera; v4l2://N is /dev/videoN
+    csi://N                            a Jetson CSI camera (sensor N, through Argus)
+    rtsp://..., http(s)://..., ...     a network stream
+    "SRC ! ... ! appsink"              a GStreamer pipeline of your own
+
+Camera URIs take ?width=&height=&fps= (csi also &flip=, v4l2 also &format=mjpg). On a
+machine whose OpenCV has GStreamer, cameras and RTSP streams open through GStreamer
+pipelines (engine/gstreamer.py; on a Jetson with NVDEC/VIC/Argus, and Jetson files in
+H.264/H.265 are decoded by NVDEC too); elsewhere OpenCV's own V4L2 and FFmpeg capture.
+
+numpy and OpenCV only (the deploy path; Python 3.8 syntax). A file is read frame by frame,
+every frame in order; a live source (camera or stream) is read by its own thread into a
+one-frame slot, so the consumer always gets the newest frame and the frames it never saw
+are counted as drops. Stream addresses may carry credentials: everything shown to the user
+goes through `mask_credentials` (Source.display is already masked).
 """
 
 from __future__ import annotations
@@ -17,11 +31,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import cv2
 import numpy as np
 
+from engine import gstreamer as gst
+from engine.platform import Platform, current_platform
 from engine.runtime import EngineError
 
 # FFmpeg inside OpenCV prints decoder complaints ("error while decoding block") for damaged
@@ -83,15 +99,20 @@ def mask_credentials(text: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """One input. kind: 'file', 'camera' or 'stream'; target: the path, the camera index or
-    the URL (credentials included: never print it, print `display`); name: the stem of its
-    output files; subdir: where under the output folder they go (mirrors a searched folder)."""
+    """One input. kind: 'file', 'camera' or 'stream'; target: the path, the camera index,
+    the device path (/dev/videoN), the CSI sensor id, the URL (credentials included: never
+    print it, print `display`) or the GStreamer pipeline; name: the stem of its output
+    files; subdir: where under the output folder they go (mirrors a searched folder);
+    device: for cameras 'index', 'v4l2' or 'csi', 'gstreamer' for a pipeline, else '';
+    params: the URI's (name, value) options such as ('width', 1280)."""
 
     kind: str
     target: str | int
     display: str
     name: str
     subdir: Path = field(default=Path())
+    device: str = ""
+    params: tuple[tuple[str, int | str], ...] = ()
 
     @property
     def live(self) -> bool:
@@ -117,13 +138,81 @@ def _stream_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
+# Options each camera URI accepts, with their type.
+CAMERA_PARAMS: dict[str, dict[str, type]] = {
+    "csi": {"width": int, "height": int, "fps": int, "flip": int},
+    "v4l2": {"width": int, "height": int, "fps": int, "format": str},
+}
+_V4L2_DEVICE = re.compile(r"^/dev/video(\d+)$")
+
+
+def _camera_params(spec: str, kind: str, query: str) -> tuple[tuple[str, int | str], ...]:
+    allowed = CAMERA_PARAMS[kind]
+    out = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in allowed:
+            raise EngineError(
+                f"{spec}: unknown option {key!r} (a {kind} camera takes {', '.join(allowed)})"
+            )
+        if allowed[key] is int:
+            if not value.isdigit():
+                raise EngineError(f"{spec}: {key} must be a whole number, got {value!r}")
+            out.append((key, int(value)))
+        else:
+            if value.lower() not in ("mjpg", "mjpeg", "yuyv", "raw"):
+                raise EngineError(f"{spec}: format is mjpg or yuyv, got {value!r}")
+            out.append((key, value.lower()))
+    return tuple(out)
+
+
+def file_uri_path(spec: str) -> str | None:
+    """The path of a file:// URI ('file:///data/in%20put.mp4' -> '/data/in put.mp4'), None
+    for anything else."""
+    if not spec.lower().startswith("file://"):
+        return None
+    parts = urlsplit(spec)
+    if parts.netloc not in ("", "localhost"):
+        raise EngineError(f"{spec}: only local files (file:///PATH) can be read")
+    return unquote(parts.path)
+
+
 def parse_source(spec: str) -> Source | None:
-    """A camera index ('0') or a stream URL as a Source; None for anything else (a path)."""
+    """A camera (index, /dev/videoN, v4l2://, csi://), a stream URL or a GStreamer pipeline
+    as a Source; None for anything else (a path). A malformed camera URI is an EngineError."""
     if spec.isdigit():
-        return Source("camera", int(spec), f"camera {spec}", f"camera{spec}")
+        return Source("camera", int(spec), f"camera {spec}", f"camera{spec}", device="index")
+    m = _V4L2_DEVICE.match(spec)
+    if m:
+        return Source("camera", spec, spec, f"video{m.group(1)}", device="v4l2")
     scheme = spec.split("://", 1)[0].lower() if "://" in spec else ""
+    if scheme == "csi":
+        parts = urlsplit(spec)
+        sensor = parts.netloc or parts.path.strip("/")
+        if not sensor.isdigit():
+            raise EngineError(f"{spec}: a CSI camera is csi://N, N the sensor id (csi://0)")
+        params = _camera_params(spec, "csi", parts.query)
+        return Source(
+            "camera",
+            int(sensor),
+            f"CSI camera {sensor}",
+            f"csi{sensor}",
+            device="csi",
+            params=params,
+        )
+    if scheme == "v4l2":
+        parts = urlsplit(spec)
+        node = parts.netloc + parts.path
+        if node.isdigit():
+            node = f"/dev/video{node}"
+        m = _V4L2_DEVICE.match(node)
+        if not m:
+            raise EngineError(f"{spec}: a V4L2 camera is v4l2:///dev/videoN (or v4l2://N)")
+        params = _camera_params(spec, "v4l2", parts.query)
+        return Source("camera", node, node, f"video{m.group(1)}", device="v4l2", params=params)
     if scheme in STREAM_SCHEMES:
         return Source("stream", spec, mask_credentials(spec), _stream_name(spec))
+    if " ! " in spec:  # a GStreamer pipeline ("v4l2src ! ... ! appsink")
+        return Source("stream", spec, "GStreamer pipeline", "gstreamer", device="gstreamer")
     return None
 
 
@@ -142,7 +231,7 @@ def resolve_inputs(
     def searchable(p: Path) -> bool:
         if p.name.startswith(".") or p.suffix.lower() not in VIDEO_EXTENSIONS:
             return False
-        return skip is None or not p.resolve().is_relative_to(skip)
+        return skip is None or skip not in (p.resolve(), *p.resolve().parents)
 
     sources: list[Source] = []
     problems: list[InputProblem] = []
@@ -158,7 +247,12 @@ def resolve_inputs(
         add(Source("file", str(path), str(path), path.stem, subdir))
 
     for spec in specs:
-        live = parse_source(spec)
+        try:
+            spec = file_uri_path(spec) or spec
+            live = parse_source(spec)
+        except EngineError as e:
+            problems.append(InputProblem(mask_credentials(spec), str(e).split(": ", 1)[-1]))
+            continue
         if live is not None:
             add(live)
             continue
@@ -217,9 +311,19 @@ class FileReader:
 
     Raises EngineError when the file is not there or does not open as a video. `read()`
     returns None at the end; `stop_reason()` then says whether the file ended early.
+
+    On a Jetson whose OpenCV has GStreamer, H.264/H.265 files in MP4/MOV/MKV/AVI/TS are
+    decoded by NVDEC (`decoder` says which decoder runs); `hardware=False` keeps FFmpeg.
+    The size, rate and frame count always come from FFmpeg's reading of the container.
     """
 
-    def __init__(self, path: str | Path, start_frame: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        start_frame: int = 0,
+        platform: Platform | None = None,
+        hardware: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise EngineError(f"{self.path}: not found")
@@ -234,6 +338,12 @@ class FileReader:
                 "this OpenCV build lacks)"
             )
         self.props = _props(self.cap, live=False)
+        self.decoder = "FFmpeg"
+        self._pipeline: str | None = None
+        if hardware is not False:
+            platform = platform or current_platform()
+            if platform.hardware_decode:
+                self._use_hardware(fourcc_codec(self.cap.get(cv2.CAP_PROP_FOURCC)))
         self.next_index = 0
         if start_frame > 0:
             if self.props.frame_count and start_frame >= self.props.frame_count:
@@ -243,8 +353,27 @@ class FileReader:
                 )
             self.seek(start_frame)
 
+    def _use_hardware(self, codec: str | None) -> None:
+        pipe = gst.file_pipeline(str(self.path), self.path.suffix, codec, hardware=True)
+        if pipe is None:
+            return
+        cap = cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER)
+        if not cap.isOpened():  # a missing plugin: FFmpeg still reads it
+            cap.release()
+            return
+        self.cap.release()
+        self.cap, self._pipeline, self.decoder = cap, pipe, "NVDEC (GStreamer)"
+
     def seek(self, frame: int) -> None:
         """Positions the reader so that the next read() returns frame `frame`."""
+        if self._pipeline is not None:  # appsink cannot seek exactly: reopen and skip
+            self.cap.release()
+            self.cap = cv2.VideoCapture(self._pipeline, cv2.CAP_GSTREAMER)
+            for _ in range(frame):
+                if not self.cap.grab():
+                    break
+            self.next_index = frame
+            return
         # OpenCV's FFmpeg seek lands exactly on the frame (it decodes from the key frame);
         # where the container cannot seek, skip frames one by one.
         if not (self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame) and self._position() == frame):
@@ -288,20 +417,163 @@ class FileReader:
         self.cap.release()
 
 
-def open_capture(source: Source) -> cv2.VideoCapture:
-    """An opened VideoCapture for a camera or stream, or EngineError saying why not."""
+# FOURCC (as OpenCV's FFmpeg reports it) -> the codec names of engine.gstreamer.
+_FOURCC_CODECS = {
+    "avc1": "h264",
+    "h264": "h264",
+    "x264": "h264",
+    "hev1": "h265",
+    "hvc1": "h265",
+    "hevc": "h265",
+    "h265": "h265",
+}
+
+
+def fourcc_codec(fourcc: float) -> str | None:
+    """'h264' / 'h265' for OpenCV's CAP_PROP_FOURCC value of such a stream, else None."""
+    code = int(fourcc) & 0xFFFFFFFF
+    text = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ").lower()
+    return _FOURCC_CODECS.get(text)
+
+
+def probe_codec(target: str) -> str | None:
+    """The video codec of a file or stream, asked of OpenCV's FFmpeg (None if unknown)."""
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
+    cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+    try:
+        return fourcc_codec(cap.get(cv2.CAP_PROP_FOURCC)) if cap.isOpened() else None
+    finally:
+        cap.release()
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    """How to open a live source: api 'gstreamer' (target: a pipeline), 'v4l2' (a device
+    path), 'ffmpeg' (a URL) or 'any' (a camera index, OpenCV's default backend); hardware:
+    decoding/conversion on the Jetson's NVDEC/VIC; fallback: the plan to try if this one
+    does not open (a GStreamer pipeline whose elements are missing)."""
+
+    api: str
+    target: str | int
+    hardware: bool = False
+    fallback: CapturePlan | None = None
+
+    def describe(self) -> str:
+        if self.api == "gstreamer":
+            return "GStreamer" + (" (hardware decoding)" if self.hardware else "")
+        return {"v4l2": "OpenCV V4L2", "ffmpeg": "OpenCV FFmpeg"}.get(self.api, "OpenCV")
+
+
+NO_GSTREAMER = (
+    "the cv2 imported here was built without GStreamer (pip's opencv packages are; on a "
+    "Jetson use JetPack's python3-opencv and uninstall pip's, see docs/jetson.md)"
+)
+
+
+def capture_plan(source: Source, platform: Platform, codec: str | None = None) -> CapturePlan:
+    """The capture for a camera or stream on `platform` (a pure function; `codec` is the
+    stream's, when known, for RTSP on GStreamer). Raises EngineError for a source this
+    machine cannot open at all (a CSI camera off a Jetson, a pipeline without GStreamer)."""
+    params = dict(source.params)
+    size = {k: int(params[k]) for k in ("width", "height", "fps") if k in params}
+    if source.device == "gstreamer":
+        if not platform.gstreamer:
+            raise EngineError(f"a GStreamer pipeline cannot be opened: {NO_GSTREAMER}")
+        return CapturePlan("gstreamer", str(source.target))
+    if source.device == "csi":
+        if not platform.jetson:
+            raise EngineError(
+                f"{source.display}: CSI cameras (csi://N) are a Jetson's; here use a camera "
+                "index or v4l2:///dev/videoN"
+            )
+        if not platform.gstreamer:
+            raise EngineError(f"{source.display} needs GStreamer: {NO_GSTREAMER}")
+        pipe = gst.csi_pipeline(
+            int(source.target),
+            size.get("width", 1280),
+            size.get("height", 720),
+            size.get("fps", 30),
+            int(params.get("flip", 0)),
+        )
+        return CapturePlan("gstreamer", pipe, hardware=True)
+    if source.device == "v4l2":
+        direct = CapturePlan("v4l2", str(source.target))
+        if not platform.gstreamer:
+            return direct
+        pipe = gst.v4l2_pipeline(
+            str(source.target),
+            size.get("width", 0),
+            size.get("height", 0),
+            size.get("fps", 0),
+            str(params.get("format", "")),
+            hardware=platform.hardware_decode,
+        )
+        mjpg = str(params.get("format", "")).startswith("mj")
+        return CapturePlan("gstreamer", pipe, platform.hardware_decode and mjpg, direct)
     if source.kind == "camera":
-        cap = cv2.VideoCapture(int(source.target))
-        if cap.isOpened():
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the driver allows: no stale queue
-    else:
+        return CapturePlan("any", int(source.target))
+    url = str(source.target)
+    direct = CapturePlan("ffmpeg", url)
+    if platform.gstreamer and url.lower().startswith(("rtsp://", "rtsps://")):
+        pipe = gst.rtsp_pipeline(url, codec, hardware=platform.hardware_decode)
+        return CapturePlan("gstreamer", pipe, platform.hardware_decode, direct)
+    return direct
+
+
+def _open_plan(plan: CapturePlan, source: Source) -> cv2.VideoCapture:
+    if plan.api == "gstreamer":
+        return cv2.VideoCapture(str(plan.target), cv2.CAP_GSTREAMER)
+    if plan.api == "ffmpeg":
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
         params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
-        cap = cv2.VideoCapture(str(source.target), cv2.CAP_FFMPEG, params)
-    if not cap.isOpened():
-        what = "camera" if source.kind == "camera" else "stream"
-        raise EngineError(f"{source.display}: cannot open the {what}")
+        return cv2.VideoCapture(str(plan.target), cv2.CAP_FFMPEG, params)
+    api = cv2.CAP_V4L2 if plan.api == "v4l2" else cv2.CAP_ANY
+    cap = cv2.VideoCapture(plan.target, api)
+    if cap.isOpened():
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the driver allows: no stale queue
+        params = dict(source.params)
+        if str(params.get("format", "")).startswith("mj"):
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        for key, prop in (
+            ("width", cv2.CAP_PROP_FRAME_WIDTH),
+            ("height", cv2.CAP_PROP_FRAME_HEIGHT),
+            ("fps", cv2.CAP_PROP_FPS),
+        ):
+            if key in params:
+                cap.set(prop, float(params[key]))
     return cap
+
+
+def open_live(
+    source: Source, platform: Platform | None = None
+) -> tuple[cv2.VideoCapture, CapturePlan]:
+    """An opened VideoCapture for a camera or stream and the plan that opened it, or
+    EngineError saying why not. A GStreamer pipeline that does not open falls back to
+    OpenCV's own capture where there is one."""
+    platform = platform or current_platform()
+    codec = None
+    rtsp = source.device == "" and str(source.target).lower().startswith(("rtsp://", "rtsps://"))
+    if platform.gstreamer and source.kind == "stream" and rtsp:
+        codec = probe_codec(str(source.target))
+    plan: CapturePlan | None = capture_plan(source, platform, codec)
+    while plan is not None:
+        cap = _open_plan(plan, source)
+        if cap.isOpened():
+            return cap, plan
+        cap.release()
+        plan = plan.fallback
+    what = {"camera": "camera", "stream": "stream"}.get(source.kind, "source")
+    if source.device == "gstreamer":
+        raise EngineError(
+            "cannot open the GStreamer pipeline (a missing element, a wrong property, or no "
+            "appsink at its end; try it with gst-launch-1.0)"
+        )
+    raise EngineError(f"{source.display}: cannot open the {what}")
+
+
+def open_capture(source: Source, platform: Platform | None = None) -> cv2.VideoCapture:
+    """An opened VideoCapture for a camera or stream, or EngineError saying why not."""
+    return open_live(source, platform)[0]
 
 
 class LiveReader:
@@ -312,9 +584,9 @@ class LiveReader:
     the frames that were replaced before anyone took them.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, platform: Platform | None = None) -> None:
         self.source = source
-        self.cap = open_capture(source)
+        self.cap, self.plan = open_live(source, platform)
         self.props = _props(self.cap, live=True)
         self._cond = threading.Condition()
         self._latest: tuple[int, float, np.ndarray] | None = None

@@ -143,6 +143,23 @@ def engine_cache_name(
     return f"ssd300_{onnx_sha[:12]}_{precision}{dla}_trt{trt_version}_{gpu}_sm{sm}.engine"
 
 
+def engine_mismatch(meta: dict, trt_version: str, gpu: str, sm: str) -> str | None:
+    """Why an engine described by its build sidecar (`meta`) cannot run here, or None.
+    Engines are specific to the TensorRT version and the GPU (a Jetson's engine does not
+    run on a desktop, nor one from JetPack 5 on JetPack 6)."""
+    built = (meta.get("tensorrt"), meta.get("gpu"), meta.get("sm"))
+    if None in built or built == (trt_version, gpu, sm):
+        return None
+    here = f"TensorRT {trt_version} on {gpu} (sm{sm})"
+    there = f"TensorRT {built[0]} on {built[1]} (sm{built[2]})"
+    if built[0] == trt_version and built[2] == sm:
+        return None  # the same GPU architecture under another name (e.g. a driver update)
+    return (
+        f"this engine was built with {there}; this machine has {here}. Engines only run "
+        "where they were built: copy the .onnx here and build with `main.py build MODEL.onnx`"
+    )
+
+
 def _check(result, what: str):
     """cuda-python calls return (err, *values); raise on an error code."""
     err, *values = result if isinstance(result, tuple) else (result,)
@@ -269,7 +286,7 @@ class TensorRTDetector(Detector):
         self,
         model: str | Path,
         precision: str = "fp16",
-        workspace_mb: int = 1024,
+        workspace_mb: int | None = None,
         dla_core: int | None = None,
         cache_dir: str | Path = DEFAULT_CACHE,
         log=print,
@@ -277,9 +294,23 @@ class TensorRTDetector(Detector):
         trt = _import_trt()
         cudart = _import_cudart()
         model = Path(model)
+        if workspace_mb is None:  # what fits this device (smaller on small Jetsons)
+            from engine.platform import current_platform, default_workspace_mb
+
+            workspace_mb = default_workspace_mb(current_platform())
         if model.suffix == ".onnx":
             model = build_engine(model, None, precision, workspace_mb, dla_core, cache_dir, log)
         info, engine_dla = self._engine_info(model)
+        sidecar = model.with_suffix(model.suffix + ".json")
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except ValueError:
+                meta = {}
+            gpu, cc = gpu_identity()
+            why = engine_mismatch(meta, trt.__version__, gpu, cc)
+            if why:
+                raise EngineError(f"{model}: {why}")
         _check(cudart.cudaSetDevice(0), "cudaSetDevice")
         self._cudart = cudart
         logger = trt.Logger(trt.Logger.WARNING)

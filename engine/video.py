@@ -48,7 +48,8 @@ class VideoOptions:
     start / end: seconds into a file (for live sources, end is the capture duration).
     write_video / csv: which outputs besides the JSONL log. codec: a resolved codec
     (writers.resolve_codec); preset: x264's speed preset for H.264.
-    show_fps / show_frame: draw the pipeline FPS / frame number.
+    show_fps / show_frame: draw the pipeline FPS / frame number. hw_decode: let a Jetson
+    decode H.264/H.265 files on NVDEC (engine.sources.FileReader).
     """
 
     output_dir: Path = Path("runs/video")
@@ -64,6 +65,7 @@ class VideoOptions:
     show_fps: bool = False
     show_frame: bool = False
     queue_size: int = 8
+    hw_decode: bool = True
 
 
 @dataclass
@@ -85,6 +87,7 @@ class InputResult:
     stage_ms: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     codec: str = ""
+    decoder: str = ""  # how frames were read: FFmpeg, NVDEC (GStreamer), GStreamer, ...
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -252,7 +255,8 @@ class VideoProcessor:
         return sink, log
 
     def _run_file(self, src: Source, paths, res: InputResult) -> None:
-        reader = FileReader(src.target)
+        reader = FileReader(src.target, hardware=None if self.opts.hw_decode else False)
+        res.decoder = reader.decoder
         try:
             props = reader.props
             start, end = frame_range(props, self.opts.start, self.opts.end)
@@ -320,6 +324,7 @@ class VideoProcessor:
         if self.opts.start:
             raise EngineError(f"{src.display}: --start applies to files only")
         live = LiveReader(src)
+        res.decoder = live.plan.describe()
         try:
             sink, log = self._open_outputs(paths, live.props, True, res)
             stage = _Stage()
@@ -512,7 +517,7 @@ class GracefulStop:
 def write_summary(results: list[InputResult], path: Path, extra: dict) -> None:
     """summary.json: every input's result plus run-wide figures, written atomically."""
     data = dict(extra)
-    data["inputs"] = [asdict(r) | {"fps": round(r.fps, 2)} for r in results]
+    data["inputs"] = [{**asdict(r), "fps": round(r.fps, 2)} for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     tmp.write_text(json.dumps(data, indent=2))

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.writers import X264_PRESETS
+from engine.writers import CODECS, X264_PRESETS
 
 DEFAULT_OUTPUT = Path("runs/video")
 
@@ -131,9 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--codec",
         default="auto",
-        choices=["auto", "h264", "mp4v", "mjpg"],
-        help="auto: H.264 MP4 (browser-playable) when PyAV is installed, else mp4v; mjpg "
-        "writes AVI",
+        choices=list(CODECS),
+        help="auto: H.264 MP4 (browser-playable), on a Jetson's hardware encoder where it has "
+        "one, else x264 through PyAV, else mp4v; h264: x264; nvenc: NVIDIA's hardware "
+        "encoder (Jetson, or a desktop GPU through PyAV); mjpg writes AVI",
     )
     p.add_argument(
         "--preset",
@@ -141,6 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=list(X264_PRESETS),
         help="H.264 speed/size trade-off (default ultrafast: least CPU, files about twice "
         "the size of veryfast's at the same quality)",
+    )
+    p.add_argument(
+        "--no-hw-decode",
+        action="store_true",
+        help="decode files with FFmpeg on the CPU even on a Jetson (default there: NVDEC for "
+        "H.264/H.265 through GStreamer)",
     )
     p.add_argument("--show-fps", action="store_true", help="draw the processing FPS")
     p.add_argument("--show-frame", action="store_true", help="draw the frame number")
@@ -373,6 +380,7 @@ def cmd_video(args: argparse.Namespace) -> int:
             preset=args.preset,
             show_fps=args.show_fps,
             show_frame=args.show_frame,
+            hw_decode=not args.no_hw_decode,
         )
         print(f"model {args.model} on {det.describe()}; {len(sources)} input(s) -> {out_dir}")
         plans = output_paths(sources, out_dir, opts)

@@ -5,7 +5,10 @@ and renamed when finalized, so a finished name always holds a complete, playable
 stopped by Ctrl-C finalizes what it has written; only a killed process leaves a .partial).
 
 Video: H.264 through PyAV (libx264, browser-playable MP4) when PyAV is installed, else
-OpenCV's MPEG-4 Part 2 (`mp4v`) or Motion JPEG. numpy, OpenCV and optionally PyAV only.
+OpenCV's MPEG-4 Part 2 (`mp4v`) or Motion JPEG. On a Jetson with a hardware encoder (all but
+Orin Nano) and OpenCV with GStreamer, `auto` records H.264 on NVENC through GStreamer
+(`nvv4l2h264enc`); `--codec nvenc` asks for NVENC explicitly (on a desktop GPU: PyAV's
+h264_nvenc). numpy, OpenCV and optionally PyAV only; Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine import gstreamer as gst
+from engine.platform import Platform, current_platform
 from engine.runtime import Detections, EngineError
 
-CODECS = ("auto", "h264", "mp4v", "mjpg")
+CODECS = ("auto", "h264", "nvenc", "mp4v", "mjpg")
+# What resolve_codec returns: "h264" (PyAV libx264), "h264_nvenc" (PyAV on NVENC),
+# "gst-nvenc" (GStreamer nvv4l2h264enc on a Jetson), "mp4v", "mjpg".
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 MIN_FREE_BYTES = 64 << 20  # OpenCV's writer fails silently on a full disk: stop before it
 
@@ -50,10 +57,49 @@ def h264_available() -> bool:
         return False
 
 
-def resolve_codec(codec: str) -> tuple[str, str | None]:
-    """(codec to use, a note for the user or None)."""
+_nvenc_checked: bool | None = None
+
+
+def pyav_nvenc_available() -> bool:
+    """True when PyAV's h264_nvenc opens and encodes a frame here (an NVIDIA GPU with its
+    driver's encoder library); checked once per process."""
+    global _nvenc_checked
+    if _nvenc_checked is None:
+        try:
+            import av
+
+            ctx = av.CodecContext.create("h264_nvenc", "w")
+            ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+            ctx.time_base = Fraction(1, 30)
+            ctx.open()
+            frame = av.VideoFrame.from_ndarray(np.zeros((256, 256, 3), np.uint8), "bgr24")
+            frame = frame.reformat(format="yuv420p")
+            ctx.encode(frame)
+            ctx.encode(None)
+            _nvenc_checked = True
+        except Exception:  # no PyAV, no NVENC in its FFmpeg, no GPU or driver
+            _nvenc_checked = False
+    return _nvenc_checked
+
+
+def resolve_codec(codec: str, platform: Platform | None = None) -> tuple[str, str | None]:
+    """(codec to use, a note for the user or None); see CODECS."""
     if codec not in CODECS:
         raise EngineError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    if codec in ("auto", "nvenc"):
+        platform = platform or current_platform()
+        if platform.jetson and platform.nvenc and platform.gstreamer:
+            return "gst-nvenc", None
+        if codec == "nvenc":
+            if not platform.jetson and pyav_nvenc_available():
+                return "h264_nvenc", None
+            if platform.jetson and not platform.nvenc:
+                why = "this Jetson has no hardware encoder (Orin Nano)"
+            elif platform.jetson:
+                why = f"recording on NVENC needs GStreamer: {NO_GSTREAMER_WRITER}"
+            else:
+                why = "PyAV's h264_nvenc does not open here (no NVIDIA GPU, driver or PyAV)"
+            raise EngineError(f"--codec nvenc: {why}; use --codec auto")
     if codec in ("auto", "h264"):
         if h264_available():
             return "h264", None
@@ -116,7 +162,14 @@ class PyAVSink(VideoSink):
     codec = "h264"
 
     def __init__(
-        self, path, width, height, fps: float, live: bool = False, preset: str = "ultrafast"
+        self,
+        path,
+        width,
+        height,
+        fps: float,
+        live: bool = False,
+        preset: str = "ultrafast",
+        encoder: str = "libx264",
     ) -> None:
         import av
 
@@ -126,11 +179,11 @@ class PyAVSink(VideoSink):
         try:
             if live:  # timestamps from the wall clock, in milliseconds
                 self.time_base = Fraction(1, 1000)
-                stream = self.container.add_stream("libx264", rate=round(fps) or 30)
+                stream = self.container.add_stream(encoder, rate=round(fps) or 30)
             else:
                 rate = Fraction(fps).limit_denominator(1001)
                 self.time_base = 1 / rate
-                stream = self.container.add_stream("libx264", rate=rate)
+                stream = self.container.add_stream(encoder, rate=rate)
             stream.width, stream.height = width, height
             odd = width % 2 or height % 2
             stream.pix_fmt = "yuv444p" if odd else "yuv420p"
@@ -140,7 +193,11 @@ class PyAVSink(VideoSink):
                     "browsers do not play"
                 )
             stream.codec_context.time_base = self.time_base
-            stream.options = {"preset": preset, "crf": "23"}
+            if encoder == "libx264":
+                stream.options = {"preset": preset, "crf": "23"}
+            else:  # NVENC: constant quality near x264's CRF 23 at its middle preset
+                stream.options = {"preset": "p4", "rc": "vbr", "cq": "23"}
+                stream.bit_rate = gst.h264_bitrate(width, height, fps)
             self.stream = stream
         except Exception:
             self.container.close()
@@ -173,6 +230,55 @@ class PyAVSink(VideoSink):
             self.container.close()
 
 
+NO_GSTREAMER_WRITER = "this OpenCV has no GStreamer (use JetPack's python3-opencv)"
+
+
+class GStreamerSink(VideoSink):
+    """H.264 in MP4 encoded by a Jetson's NVENC (nvv4l2h264enc) through OpenCV's GStreamer
+    VideoWriter (engine.gstreamer.encoder_pipeline). Constant frame rate; the bitrate
+    follows the frame size (gstreamer.h264_bitrate)."""
+
+    codec = "h264"
+
+    def __init__(self, path, width, height, fps: float) -> None:
+        super().__init__(path, width, height)
+        pipe = gst.encoder_pipeline(str(self.tmp), width, height, fps)
+        self.writer = cv2.VideoWriter(pipe, cv2.CAP_GSTREAMER, 0, fps, (width, height), True)
+        if not self.writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise EngineError(
+                f"{self.path}: the NVENC recording pipeline does not open (nvv4l2h264enc "
+                "missing?); use --codec h264"
+            )
+        self.note = "H.264 on the hardware encoder (NVENC)"
+
+    def write(self, frame, seconds=None):
+        _check_free_space(self.tmp, self.path, frame)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def _finish(self):
+        self.writer.release()  # sends end-of-stream: qtmux writes the MP4 index
+        _check_playable(self.tmp, self.path, self.frames)
+
+
+def _check_free_space(tmp: Path, final: Path, frame: np.ndarray) -> None:
+    # VideoWriter ignores write errors; check the free space (a statvfs call) instead.
+    free = shutil.disk_usage(tmp.parent).free
+    if free < max(MIN_FREE_BYTES, 4 * frame.nbytes):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final))
+
+
+def _check_playable(tmp: Path, final: Path, frames: int) -> None:
+    if not frames:
+        return
+    check = cv2.VideoCapture(str(tmp))
+    ok = check.isOpened() and check.grab()
+    check.release()
+    if not ok:  # VideoWriter reports no errors: check that the result plays
+        raise OSError(errno.EIO, "the written video does not play", str(final))
+
+
 class OpenCVSink(VideoSink):
     """OpenCV's VideoWriter: mp4v (MPEG-4 Part 2) in MP4, or MJPG in AVI. Constant frame
     rate only; its encoders need even sizes (an odd size is written one pixel smaller)."""
@@ -192,22 +298,13 @@ class OpenCVSink(VideoSink):
             self.note += f"{height // 2 * 2} (install PyAV for the exact size)"
 
     def write(self, frame, seconds=None):
-        # VideoWriter ignores write errors; check the free space (a statvfs call) instead.
-        free = shutil.disk_usage(self.tmp.parent).free
-        if free < max(MIN_FREE_BYTES, 4 * frame.nbytes):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        _check_free_space(self.tmp, self.path, frame)
         self.writer.write(frame)
         self.frames += 1
 
     def _finish(self):
         self.writer.release()
-        if not self.frames:
-            return
-        check = cv2.VideoCapture(str(self.tmp))
-        ok = check.isOpened() and check.grab()
-        check.release()
-        if not ok:  # VideoWriter reports no errors: check that the result plays
-            raise OSError(errno.EIO, "the written video does not play", str(self.path))
+        _check_playable(self.tmp, self.path, self.frames)
 
 
 def open_sink(
@@ -219,8 +316,12 @@ def open_sink(
     live: bool = False,
     preset: str = "ultrafast",
 ) -> VideoSink:
-    """A sink for a resolved codec (see resolve_codec); preset applies to H.264."""
-    if codec == "h264":
+    """A sink for a resolved codec (see resolve_codec); preset applies to libx264."""
+    if codec == "gst-nvenc":
+        return GStreamerSink(path, width, height, fps)
+    if codec == "h264_nvenc" and not (width % 2 or height % 2):
+        return PyAVSink(path, width, height, fps, live=live, encoder="h264_nvenc")
+    if codec in ("h264", "h264_nvenc"):  # NVENC needs even sizes: libx264 keeps odd ones
         return PyAVSink(path, width, height, fps, live=live, preset=preset)
     return OpenCVSink(path, width, height, fps, codec)
 

@@ -24,10 +24,9 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def detector_onnx(tmp_path_factory) -> Path:
-    """SSD300-MobileNetV2 with its ImageNet backbone and a random head, exported with score
-    threshold 0.2: real frames give image-dependent detections, fast enough for video tests."""
+def export_test_model(path: Path) -> Path:
+    """SSD300-MobileNetV2 with its ImageNet backbone and a random head (seed 0), exported
+    to `path` with score threshold 0.2."""
     import torch
 
     from engine.export import export_onnx
@@ -39,5 +38,11 @@ def detector_onnx(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     m = import_torchvision_mobilenet_v2(read_checkpoint(mobilenet_v2_imagenet_path()), "voc", "voc")
-    path = tmp_path_factory.mktemp("detector") / "mobilenet_random_head.onnx"
     return export_onnx(m.eval(), path, score_threshold=0.2)
+
+
+@pytest.fixture(scope="session")
+def detector_onnx(tmp_path_factory) -> Path:
+    """SSD300-MobileNetV2 with its ImageNet backbone and a random head, exported with score
+    threshold 0.2: real frames give image-dependent detections, fast enough for video tests."""
+    return export_test_model(tmp_path_factory.mktemp("detector") / "mobilenet_random_head.onnx")

@@ -56,6 +56,9 @@ RUNTIME = [
     "engine.writers",
     "engine.video",
     "engine.video_command",
+    "engine.platform",
+    "engine.gstreamer",
+    "engine.system",
 ]
 
 

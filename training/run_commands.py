@@ -49,12 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML file of options")
     for flag, typ, text in _TRAIN_OPTIONS:
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument(
+    # --amp / --no-amp by hand: argparse.BooleanOptionalAction is Python 3.9+, and main.py
+    # builds this parser on Jetsons with Python 3.8 too.
+    amp = p.add_mutually_exclusive_group()
+    amp.add_argument(
         "--amp",
-        action=argparse.BooleanOptionalAction,
+        dest="amp",
+        action="store_const",
+        const=True,
         default=None,
         help="mixed precision (default: on with CUDA)",
     )
+    amp.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no AMP")
     p.add_argument("--no-pretrained", action="store_true", help="random backbone")
     p.add_argument("--keep-difficult", action="store_true", help="train on VOC difficult boxes")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")

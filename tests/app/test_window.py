@@ -73,7 +73,7 @@ def test_a_clip_plays_with_boxes_and_live_figures(make_window, qtbot, clip):
     w = make_window(clip)
     wait_frames(qtbot, w, 15)
     assert w.error_text == ""
-    assert w.backend_label.text() == "onnxruntime on cpu"
+    assert w.backend_label.text() == "onnxruntime on cpu; frames via FFmpeg"
     assert fps_in_status(w, "inference") > 0
     assert fps_in_status(w, "display") > 0
     assert "frame " in w.status.text()

@@ -447,7 +447,7 @@ def test_inputs_expand_and_output_names_are_unique(tmp_path):
     videos = [p["video"].relative_to(out).as_posix() for p in plans]
     assert videos == ["sub/x.mp4", "x.mp4", "x-2.mp4", "b.mp4", "camera0.mp4"]
     camera = sources[-1]
-    assert camera == Source("camera", 0, "camera 0", "camera0")
+    assert camera == Source("camera", 0, "camera 0", "camera0", device="index")
     # a folder search leaves out hidden files (.x.partial.mp4 of a killed run) and the
     # output folder (outputs of an earlier run)
     (tmp_path / "a" / ".x.partial.mp4").write_bytes(b"\0")
