@@ -1,4 +1,4 @@
-"""The model commands of main.py: create, import and info."""
+"""The model commands of main.py: create, import, info and weights."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ CHECKPOINT_KINDS = [
     "ssd-pytorch",
     "torchvision-ssd300",
 ]
+# training.download.KNOWN, listed here so that building the parser imports nothing more.
+WEIGHTS_NAMES = ["ssd300_vgg16_coco", "ssd300_vgg16_voc", "vgg16_imagenet"]
 
 
 def add_model_options(p: argparse.ArgumentParser, classes_default: str | None = "voc") -> None:
@@ -87,6 +89,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_info)
 
+    register_weights(sub)
+
+
+def register_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="download the public SSD300 checkpoints, verify and convert them",
+        description="List the public checkpoints the importers support, or download one "
+        "(resumable, SHA-256 checked), convert it to a weights file beside it and say how to "
+        "use it. Without an action: list.",
+    )
+    p.set_defaults(func=cmd_weights, action="list", dir=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    folder_help = "cache folder (default $SSD300_CACHE, else ~/.cache/ssd300/weights)"
+    q = actions.add_parser("list", help="the known checkpoints and what is downloaded where")
+    q.add_argument("--dir", type=Path, help=folder_help)
+    q = actions.add_parser(
+        "get",
+        help="download, verify and convert one checkpoint",
+        description="Download a known checkpoint into the cache folder (an interrupted "
+        "download resumes when run again), check its SHA-256 and convert it to a "
+        ".safetensors weights file beside it.",
+    )
+    q.add_argument(
+        "name", choices=WEIGHTS_NAMES, metavar="NAME", help=f"one of: {', '.join(WEIGHTS_NAMES)}"
+    )
+    q.add_argument("--dir", type=Path, help=folder_help)
+    q.add_argument("--url", help="download from this mirror instead (the same file)")
+    q.add_argument(
+        "--sha256",
+        type=_sha256,
+        metavar="HEX",
+        help="expected SHA-256 (or a prefix of at least 8 hex digits) instead of the known one",
+    )
+    q.add_argument(
+        "--force", action="store_true", help="download and convert again even if present"
+    )
+    q.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to wait for the server (connection and each read; default 30)",
+    )
+
 
 def cmd_create(args: argparse.Namespace) -> int:
     import torch
@@ -144,6 +190,22 @@ def int_in_range(low: int, high: int | None = None, high_text: str | None = None
 
 
 _seed = int_in_range(0, 2**63 - 1, "2**63 - 1")
+
+
+def _sha256(text: str) -> str:
+    from training.download import parse_sha256
+
+    try:
+        return parse_sha256(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -248,3 +310,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from training import download
+
+    if args.action != "get":
+        print(download.list_text(args.dir))
+        return 0
+    fetched = download.get(args.name, args.dir, args.url, args.sha256, args.force, args.timeout)
+    print("\n".join(download.describe_use(fetched)))
+    return 0
