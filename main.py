@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from app import command as gui_command
     from engine import commands as engine_commands
-    from engine import system, video_command
+    from engine import demo, system, video_command
     from training import commands as model_commands
     from training import run_commands
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     video_command.register(sub)
     gui_command.register(sub)
     system.register(sub)
+    demo.register(sub)
     return parser
 
 

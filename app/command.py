@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pause, S snapshot, R record, F full screen, Q quit. The last source and settings "
         "are remembered.",
     )
-    p.add_argument("--model", "-m", help=".onnx, TensorRT engine or .safetensors weights")
+    p.add_argument(
+        "--model",
+        "-m",
+        help=".onnx, TensorRT engine, .safetensors weights or a `main.py weights` name "
+        "(default: the last one used, else the shipped SSD300-MobileNetV2 VOC model)",
+    )
     p.add_argument("--source", "-s", help="camera index (0), video file, or stream URL")
     p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default=None)
     p.add_argument(
@@ -44,8 +49,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
         from PyQt5.QtWidgets import QApplication
     except ImportError:
         raise EngineError("PyQt5 is not installed (pip install PyQt5)") from None
-    if args.model and not Path(args.model).exists():
-        raise EngineError(f"model not found: {args.model}")
+    if args.model:
+        from engine.models import resolve_model
+
+        args.model = str(resolve_model(args.model))
 
     from app.window import MainWindow
 

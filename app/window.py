@@ -65,6 +65,16 @@ def list_cameras(root: str = "/") -> list[tuple[str, str]]:
     return found
 
 
+def _shipped_model() -> str:
+    """The shipped default model, or "" in a checkout without it."""
+    from engine.models import default_model
+
+    try:
+        return str(default_model())
+    except EngineError:
+        return ""
+
+
 # Workers that outlived stop()'s wait, kept referenced until their thread ends.
 _RETIRING: list[tuple[DetectionWorker, QThread]] = []
 
@@ -136,7 +146,7 @@ class MainWindow(QMainWindow):
             "backend": st.value("backend", "auto", str),
         }
         self._wanted_classes = st.value("classes", "", str)
-        self.model_path = model or st.value("model", "", str)
+        self.model_path = model or st.value("model", "", str) or _shipped_model()
         self.source_text = source or st.value("source", "", str)
         self.backend_box.setCurrentText(backend or remembered["backend"])
         self.model_label.setText(self.model_path or "(none)")

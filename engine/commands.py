@@ -79,7 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(decode, resize, infer, post-process, draw) with per-stage times and the ratio of "
         "end-to-end to backend-only FPS.",
     )
-    p.add_argument("model", type=Path, help=".safetensors (exported as needed), .onnx or engine")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help=".safetensors (exported as needed), .onnx or engine, or a `main.py weights` name "
+        "(default: the shipped SSD300-MobileNetV2 VOC model)",
+    )
     p.add_argument(
         "--backends",
         nargs="+",
@@ -146,7 +152,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import format_table, run_bench, save_json
+    from engine.models import resolve_model
     from engine.runtime import available_backends
+
+    args.model = resolve_model(args.model)
 
     video = (
         args.video if args.video is not None else (SHARED_VIDEO if SHARED_VIDEO.is_file() else None)
@@ -160,10 +169,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backends = [
             b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
         ]
-    if not args.model.exists():
-        from engine.runtime import EngineError
-
-        raise EngineError(f"model not found: {args.model}")
     results = run_bench(
         args.model, backends, video, args.frames, args.runs, batch=args.batch, device=args.device
     )

@@ -68,9 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-m",
         "--model",
-        type=Path,
-        required=True,
-        help=".onnx (from `main.py export`), TensorRT engine, or .safetensors weights",
+        default=None,
+        help=".onnx (from `main.py export`), TensorRT engine, .safetensors weights, or the "
+        "name of a checkpoint from `main.py weights get` (default: the shipped "
+        "SSD300-MobileNetV2 for the 20 VOC classes, assets/models)",
     )
     p.add_argument(
         "-o",
@@ -160,11 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def open_model(args: argparse.Namespace):
     """A Detector for --model/--backend/--device honouring the thresholds: a weights file is
     exported (cached) with them for ONNX Runtime or TensorRT, or run by PyTorch with them."""
+    from engine.models import resolve_model
     from engine.runtime import EngineError, available_backends, open_detector
 
-    model: Path = args.model
-    if not model.exists():
-        raise EngineError(f"model not found: {model}")
+    model = args.model = resolve_model(args.model)
     score, iou = args.score_threshold, args.iou_threshold
     if model.suffix == ".safetensors":
         backend = args.backend
