@@ -3,6 +3,7 @@ labels and scores painted by QPainter at display resolution (crisp at any zoom).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PyQt5.QtCore import QRectF, Qt
 from PyQt5.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
@@ -15,7 +16,15 @@ from engine.runtime import Detections
 def to_qimage(frame: np.ndarray) -> QImage:
     """A QImage over a BGR uint8 frame [H, W, 3] (shares its memory: keep the frame)."""
     h, w = frame.shape[:2]
-    return QImage(frame.data, w, h, frame.strides[0], QImage.Format_BGR888)
+    if _BGR888 is None:  # Qt < 5.14 (JetPack 5's PyQt5): convert, and keep the copy alive
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        img = QImage(rgb.data, w, h, rgb.strides[0], QImage.Format_RGB888)
+        img._keep = rgb  # the QImage shares rgb's memory
+        return img
+    return QImage(frame.data, w, h, frame.strides[0], _BGR888)
+
+
+_BGR888 = getattr(QImage, "Format_BGR888", None)
 
 
 def fit_rect(img_w: int, img_h: int, area_w: int, area_h: int) -> QRectF:

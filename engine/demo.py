@@ -107,8 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="make a sample video, detect objects in it with the shipped model, report",
         description="Make a 12-second sample video from scikit-image's public-domain/CC0 "
         "photographs (a person, a cat, a cameraman, a cup), run the video command on it "
-        "with the default model (SSD300-MobileNetV2, 20 VOC classes) on the CPU, and print "
-        "where the annotated video and the detections log are and how fast it ran.",
+        "with the default model (SSD300-MobileNetV2, 20 VOC classes) on the best backend "
+        "here (ONNX Runtime on the CPU without a GPU), and print where the annotated video "
+        "and the detections log are and how fast it ran.",
     )
     p.add_argument(
         "-o",

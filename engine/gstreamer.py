@@ -136,5 +136,5 @@ def encoder_pipeline(path: str, width: int, height: int, fps: float) -> str:
     return (
         "appsrc ! videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "
         f"video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc bitrate={bitrate} "
-        f"insert-sps-pps=true ! h264parse ! qtmux ! filesink location={quote(path)}"
+        f"insert-sps-pps=true ! h264parse ! qtmux faststart=true ! filesink location={quote(path)}"
     )

@@ -45,7 +45,11 @@ from engine.runtime import EngineError
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # ... and OpenCV warns "backend is generally available but can't be used" for a non-video.
 if os.environ.get("OPENCV_LOG_LEVEL") is None:
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    _cv_log = getattr(getattr(cv2, "utils", None), "logging", None)  # absent in OpenCV 4.5
+    if _cv_log is not None:
+        _cv_log.setLogLevel(_cv_log.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
 
 VIDEO_EXTENSIONS = frozenset(
     [
@@ -238,7 +242,10 @@ def resolve_inputs(
     seen: set[str] = set()
 
     def add(src: Source) -> None:
-        key = str(Path(src.target).resolve()) if src.kind == "file" else str(src.target)
+        if src.kind == "file":
+            key = str(Path(src.target).resolve())
+        else:  # camera 0 and csi://0 are different cameras
+            key = f"{src.kind}:{src.device}:{src.target}"
         if key not in seen:
             seen.add(key)
             sources.append(src)
@@ -340,9 +347,11 @@ class FileReader:
         self.props = _props(self.cap, live=False)
         self.decoder = "FFmpeg"
         self._pipeline: str | None = None
-        if hardware is not False:
+        if hardware is not False and start_frame == 0:
             platform = platform or current_platform()
-            if platform.hardware_decode:
+            # The GStreamer path ignores a rotation tag, which FFmpeg applies: keep FFmpeg.
+            rotated = self.cap.get(getattr(cv2, "CAP_PROP_ORIENTATION_META", -1)) not in (0, -1)
+            if platform.hardware_decode and not rotated:
                 self._use_hardware(fourcc_codec(self.cap.get(cv2.CAP_PROP_FOURCC)))
         self.next_index = 0
         if start_frame > 0:
@@ -366,14 +375,13 @@ class FileReader:
 
     def seek(self, frame: int) -> None:
         """Positions the reader so that the next read() returns frame `frame`."""
-        if self._pipeline is not None:  # appsink cannot seek exactly: reopen and skip
+        if self._pipeline is not None:  # appsink cannot seek exactly: FFmpeg from here on
+            cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            if not cap.isOpened():
+                cap.release()
+                raise EngineError(f"{self.path}: cannot be reopened to seek")
             self.cap.release()
-            self.cap = cv2.VideoCapture(self._pipeline, cv2.CAP_GSTREAMER)
-            for _ in range(frame):
-                if not self.cap.grab():
-                    break
-            self.next_index = frame
-            return
+            self.cap, self._pipeline, self.decoder = cap, None, "FFmpeg"
         # OpenCV's FFmpeg seek lands exactly on the frame (it decodes from the key frame);
         # where the container cannot seek, skip frames one by one.
         if not (self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame) and self._position() == frame):
@@ -466,7 +474,7 @@ class CapturePlan:
 
 NO_GSTREAMER = (
     "the cv2 imported here was built without GStreamer (pip's opencv packages are; on a "
-    "Jetson use JetPack's python3-opencv and uninstall pip's, see docs/jetson.md)"
+    "Jetson use JetPack's OpenCV (apt: nvidia-opencv) and uninstall pip's, see docs/jetson.md)"
 )
 
 

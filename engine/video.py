@@ -211,7 +211,9 @@ class VideoProcessor:
         except EngineError as e:
             msg = mask_credentials(str(e))
             for prefix in (f"{src.display}: ", f"{src.target}: "):
-                msg = msg.removeprefix(mask_credentials(prefix))
+                masked = mask_credentials(prefix)
+                if msg.startswith(masked):  # (str.removeprefix is Python 3.9+)
+                    msg = msg[len(masked) :]
             res.status, res.message = "failed", msg
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
@@ -239,7 +241,7 @@ class VideoProcessor:
             res.codec = sink.codec
             if sink.note:
                 res.notes.append(sink.note)
-            if live and sink.codec != "h264":
+            if live and not sink.variable_rate:
                 res.notes.append(
                     f"{sink.codec} has a constant frame rate: the video is written at the "
                     f"source's {props.fps:g} FPS and plays faster than real time when frames "

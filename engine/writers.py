@@ -76,6 +76,7 @@ def pyav_nvenc_available() -> bool:
             frame = frame.reformat(format="yuv420p")
             ctx.encode(frame)
             ctx.encode(None)
+            del ctx  # closes the NVENC session now rather than at garbage collection
             _nvenc_checked = True
         except Exception:  # no PyAV, no NVENC in its FFmpeg, no GPU or driver
             _nvenc_checked = False
@@ -113,9 +114,11 @@ def resolve_codec(codec: str, platform: Platform | None = None) -> tuple[str, st
 
 
 class VideoSink:
-    """Writes BGR frames to a video file; close() finalizes it under its final name."""
+    """Writes BGR frames to a video file; close() finalizes it under its final name.
+    variable_rate: frames keep their own timestamps (live sources play in real time)."""
 
     codec = ""
+    variable_rate = False
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.path = Path(path)
@@ -160,6 +163,7 @@ class PyAVSink(VideoSink):
     """
 
     codec = "h264"
+    variable_rate = True
 
     def __init__(
         self,
@@ -197,7 +201,7 @@ class PyAVSink(VideoSink):
                 stream.options = {"preset": preset, "crf": "23"}
             else:  # NVENC: constant quality near x264's CRF 23 at its middle preset
                 stream.options = {"preset": "p4", "rc": "vbr", "cq": "23"}
-                stream.bit_rate = gst.h264_bitrate(width, height, fps)
+                stream.bit_rate = 0  # no cap: the quality target decides the size
             self.stream = stream
         except Exception:
             self.container.close()
@@ -230,7 +234,7 @@ class PyAVSink(VideoSink):
             self.container.close()
 
 
-NO_GSTREAMER_WRITER = "this OpenCV has no GStreamer (use JetPack's python3-opencv)"
+NO_GSTREAMER_WRITER = "this OpenCV has no GStreamer (use JetPack's OpenCV: apt nvidia-opencv)"
 
 
 class GStreamerSink(VideoSink):
@@ -238,7 +242,7 @@ class GStreamerSink(VideoSink):
     VideoWriter (engine.gstreamer.encoder_pipeline). Constant frame rate; the bitrate
     follows the frame size (gstreamer.h264_bitrate)."""
 
-    codec = "h264"
+    codec = "h264-nvenc"
 
     def __init__(self, path, width, height, fps: float) -> None:
         super().__init__(path, width, height)
@@ -317,8 +321,10 @@ def open_sink(
     preset: str = "ultrafast",
 ) -> VideoSink:
     """A sink for a resolved codec (see resolve_codec); preset applies to libx264."""
-    if codec == "gst-nvenc":
+    if codec == "gst-nvenc" and not (live and h264_available()):
         return GStreamerSink(path, width, height, fps)
+    if codec == "gst-nvenc":  # live: x264 keeps each frame's real time, NVENC here cannot
+        return PyAVSink(path, width, height, fps, live=live, preset=preset)
     if codec == "h264_nvenc" and not (width % 2 or height % 2):
         return PyAVSink(path, width, height, fps, live=live, encoder="h264_nvenc")
     if codec in ("h264", "h264_nvenc"):  # NVENC needs even sizes: libx264 keeps odd ones

@@ -19,7 +19,7 @@
 # PYTHON picks the system interpreter (default python3).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+HERE="$(pwd)"
 ROOT_FS="${SSD300_JETSON_ROOT:-}"
 PYTHON="${PYTHON:-python3}"
 VENV=".venv"
@@ -41,10 +41,16 @@ while [ $# -gt 0 ]; do
         --venv) VENV="${2:?--venv needs a folder}"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
+# Paths given relative to where the script was started, then work from the repository.
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$HERE/$1" ;; esac; }
+[ -z "$MODEL" ] || MODEL="$(abspath "$MODEL")"
+VENV="$(abspath "$VENV")"
+cd "$(dirname "$0")/.."
+[ "$VENV" != "$HERE/.venv" ] || VENV="$(pwd)/.venv"
 
 # -- 1. the device ------------------------------------------------------------------------
 RELEASE_FILE="$ROOT_FS/etc/nv_tegra_release"
@@ -94,7 +100,12 @@ else
 fi
 
 # -- 3. the virtual environment -----------------------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
+if [ -x "$VENV/bin/python" ]; then
+    # scripts/install.sh's desktop venv sees no system packages and has pip's OpenCV.
+    if ! grep -qi '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null; then
+        die "$VENV exists but does not see the system's packages (made by scripts/install.sh?): remove it or pass --venv DIR"
+    fi
+else
     say "creating $VENV (sees the system's TensorRT, OpenCV, numpy and PyQt5)"
     run "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
@@ -110,7 +121,8 @@ fi
 
 # -- 4. checks ----------------------------------------------------------------------------
 if [ "$DRY" = 0 ]; then
-    if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^opencv-'; then
+    PIP_LIST="$("$VENV/bin/python" -m pip list 2>/dev/null || true)"
+    if echo "$PIP_LIST" | grep -i '^opencv-' >/dev/null; then
         die "pip's OpenCV is installed in $VENV and shadows JetPack's (no GStreamer, no CSI cameras): $VENV/bin/python -m pip uninstall opencv-python opencv-python-headless opencv-contrib-python"
     fi
     "$VENV/bin/python" - <<'EOF' || exit 1

@@ -157,3 +157,14 @@ def test_the_command_line_runs_under_python_3_8(tmp_path, shared_data):
     assert (tmp_path / "out" / "car-detection.jsonl").read_text().count("\n") == 25
     gui = subprocess.run([python, "main.py", "gui", "--help"], cwd=ROOT, capture_output=True)
     assert gui.returncode == 0
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    r = subprocess.run(
+        [python, "main.py", "video", str(bad), "-m", str(onnx), "-o", str(tmp_path / "b")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "cannot be opened as a video" in r.stdout

@@ -139,6 +139,8 @@ def test_source_uris():
     pipe = parse_source("videotestsrc ! videoconvert ! appsink")
     assert (pipe.kind, pipe.device) == ("stream", "gstreamer")
     assert parse_source("clip.mp4") is None
+    found, _ = resolve_inputs(["0", "csi://0", "0"])
+    assert [s.display for s in found] == ["camera 0", "CSI camera 0"]
     assert file_uri_path("file:///data/in%20put.mp4") == "/data/in put.mp4"
     assert file_uri_path("file://localhost/a.mp4") == "/a.mp4"
     assert file_uri_path("/data/a.mp4") is None
@@ -350,7 +352,7 @@ def test_nvenc_pipeline_and_its_failure_without_gstreamer(tmp_path):
     assert gst.encoder_pipeline("/o/a.mp4", 1280, 720, 30) == (
         "appsrc ! videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "
         "video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc bitrate=2764800 "
-        'insert-sps-pps=true ! h264parse ! qtmux ! filesink location="/o/a.mp4"'
+        'insert-sps-pps=true ! h264parse ! qtmux faststart=true ! filesink location="/o/a.mp4"'
     )
     assert gst.h264_bitrate(320, 240, 10) == 1_000_000  # the floor
     with pytest.raises(EngineError, match="NVENC recording pipeline does not open"):

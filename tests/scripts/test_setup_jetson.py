@@ -94,3 +94,15 @@ def test_requirements_for_jetson_never_bring_pips_opencv():
     lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
     assert not [ln for ln in lines if ln.lower().startswith(("opencv", "torch", "tensorrt"))]
     assert "numpy>=1.17,<2" in lines
+
+
+def test_refuses_a_venv_that_cannot_see_the_system_packages(tmp_path):
+    venv = tmp_path / "desktop-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\n")
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    r = run(tmp_path, "# R36 (release), REVISION: 4.3, GCID: 1", "3.10",
+            ["--dry-run", "--venv", str(venv), "--no-build"])  # fmt: skip
+    assert r.returncode == 1
+    assert "does not see the system's packages (made by scripts/install.sh?)" in r.stderr
