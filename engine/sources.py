@@ -478,6 +478,14 @@ NO_GSTREAMER = (
 )
 
 
+def _is_rtsp(source: Source) -> bool:
+    """An RTSP stream URL (not a user's GStreamer pipeline)."""
+    url = str(source.target).lower()
+    return (
+        source.kind == "stream" and source.device == "" and url.startswith(("rtsp://", "rtsps://"))
+    )
+
+
 def capture_plan(source: Source, platform: Platform, codec: str | None = None) -> CapturePlan:
     """The capture for a camera or stream on `platform` (a pure function; `codec` is the
     stream's, when known, for RTSP on GStreamer). Raises EngineError for a source this
@@ -522,7 +530,7 @@ def capture_plan(source: Source, platform: Platform, codec: str | None = None) -
         return CapturePlan("any", int(source.target))
     url = str(source.target)
     direct = CapturePlan("ffmpeg", url)
-    if platform.gstreamer and url.lower().startswith(("rtsp://", "rtsps://")):
+    if platform.gstreamer and _is_rtsp(source):
         pipe = gst.rtsp_pipeline(url, codec, hardware=platform.hardware_decode)
         return CapturePlan("gstreamer", pipe, platform.hardware_decode, direct)
     return direct
@@ -560,8 +568,7 @@ def open_live(
     OpenCV's own capture where there is one."""
     platform = platform or current_platform()
     codec = None
-    rtsp = source.device == "" and str(source.target).lower().startswith(("rtsp://", "rtsps://"))
-    if platform.gstreamer and source.kind == "stream" and rtsp:
+    if platform.gstreamer and _is_rtsp(source):
         codec = probe_codec(str(source.target))
     plan: CapturePlan | None = capture_plan(source, platform, codec)
     while plan is not None:
