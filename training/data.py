@@ -7,6 +7,7 @@ number of workers, and a resumed run sees exactly the batches the interrupted on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -96,15 +97,17 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int] | int):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+    def __getitem__(self, key: tuple[int, ...] | int):
+        """key: index, (epoch, index) or (epoch, index, copy) for the copy-th repeat (copy > 0)
+        of an image in one epoch (repeat-factor sampling)."""
+        epoch, index, *copy = key if isinstance(key, tuple) else (0, key)
         s = self.samples[index]
         img = read_rgb(s.image, s.width, s.height, self.min_side)
         h, w = img.shape[:2]
         keep = np.ones(len(s), dtype=bool) if self.keep_difficult else ~s.difficult
         boxes = s.boxes[keep] * np.float32([w, h, w, h])
         labels = s.labels[keep]
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index, *copy])
         canvas, boxes, labels = self.transform(Canvas(img, self.fill), boxes, labels, rng)
         pixels = canvas.render()
         image = torch.from_numpy(np.rint(pixels).astype(np.uint8)).permute(2, 0, 1)
@@ -132,6 +135,57 @@ def collate(batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return stacked, out_boxes, out_labels, valid, torch.tensor(indices)
 
 
+def class_repeat_factors(labels: list[np.ndarray], threshold: float) -> dict[int, float]:
+    """Repeat factor of each class (LVIS, Gupta et al. 2019): a class seen in a fraction f_c of
+    the images gets r_c = max(1, sqrt(threshold / f_c)).
+
+    Args:
+        labels: per image, int [G] class ids (0 objects is fine).
+        threshold: t > 0; classes in more than this fraction of the images are not repeated.
+    Returns:
+        {class id: r_c >= 1} for the classes present.
+    """
+    if threshold <= 0:
+        raise ValueError(f"repeat threshold must be > 0, got {threshold}")
+    n = len(labels)
+    seen: dict[int, int] = {}
+    for lb in labels:
+        for c in np.unique(lb).tolist():
+            seen[c] = seen.get(c, 0) + 1
+    return {c: max(1.0, math.sqrt(threshold / (k / n))) for c, k in seen.items()}
+
+
+def repeat_factors(labels: list[np.ndarray], threshold: float) -> np.ndarray:
+    """Repeat-factor sampling: how often each image is shown per epoch, the largest
+    class_repeat_factors() of its classes (1 for an image without objects).
+
+    labels: per image, int [G]. Returns float64 [N], each >= 1.
+    """
+    r_class = class_repeat_factors(labels, threshold)
+    return np.array(
+        [max((r_class[c] for c in np.unique(lb).tolist()), default=1.0) for lb in labels],
+        dtype=np.float64,
+    )
+
+
+def repeat_pool(repeats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Image indices of one epoch: image i floor(r_i) times, plus round(sum(r)) - sum(floor(r))
+    extra images drawn without replacement with probability proportional to r_i - floor(r_i),
+    so every epoch has the same length and image i appears r_i times on average.
+
+    repeats: float [N] >= 1. Returns int64 [round(sum(repeats))], in index order.
+    """
+    whole = np.floor(repeats).astype(np.int64)
+    frac = repeats - whole
+    pool = np.repeat(np.arange(len(repeats)), whole)
+    extra = min(int(round(float(repeats.sum()))) - len(pool), int(np.count_nonzero(frac)))
+    if extra > 0:
+        pool = np.concatenate(
+            [pool, rng.choice(len(repeats), size=extra, replace=False, p=frac / frac.sum())]
+        )
+    return np.sort(pool)
+
+
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of (epoch, index) keys: a permutation seeded by (seed, epoch), split between
     distributed ranks (each rank gets the same number of samples), cut into batches.
@@ -140,6 +194,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         start_step: skip this many batches of the first epoch (resuming mid-epoch).
         min_batch: a last batch smaller than this is dropped (batch norm cannot train on
             one image: the 1x1 feature map would have a single value per channel).
+        repeats: float [n] >= 1 from repeat_factors(): image i is shown r_i times per epoch
+            on average (see repeat_pool); None: each image once.
     """
 
     def __init__(
@@ -153,7 +209,17 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         world_size: int = 1,
         start_step: int = 0,
         min_batch: int = 1,
+        repeats: np.ndarray | None = None,
     ) -> None:
+        if repeats is not None:
+            if len(repeats) != n:
+                raise ValueError(f"{len(repeats)} repeat factors for {n} images")
+            if np.any(repeats < 1):
+                raise ValueError("repeat factors must be >= 1")
+        self.repeats = repeats
+        self.images = n
+        if repeats is not None:
+            n = int(round(float(repeats.sum())))
         if n < world_size:
             raise DataError(f"{n} images cannot be split between {world_size} processes")
         self.n, self.batch_size, self.epoch, self.seed = n, batch_size, epoch, seed
@@ -162,8 +228,12 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.min_batch = min_batch
 
     def indices(self) -> np.ndarray:
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        if self.repeats is not None:
+            pool = repeat_pool(self.repeats, rng)
+            order = rng.permutation(pool) if self.shuffle else pool
+        elif self.shuffle:
+            order = rng.permutation(self.n)
         else:
             order = np.arange(self.n)
         per_rank = self.n // self.world_size
@@ -173,10 +243,19 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         full, rest = divmod(self.n // self.world_size, self.batch_size)
         return full + (rest >= self.min_batch and rest > 0)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         idx = self.indices()[: len(self) * self.batch_size]
-        for start in range(self.start_step * self.batch_size, len(idx), self.batch_size):
-            yield [(self.epoch, int(i)) for i in idx[start : start + self.batch_size]]
+        if self.repeats is None:
+            keys = [(self.epoch, int(i)) for i in idx]
+        else:  # the k-th copy of an image in an epoch gets its own augmentation
+            seen: dict[int, int] = {}
+            keys = []
+            for i in idx.tolist():
+                k = seen.get(i, 0)
+                seen[i] = k + 1
+                keys.append((self.epoch, i, k) if k else (self.epoch, i))
+        for start in range(self.start_step * self.batch_size, len(keys), self.batch_size):
+            yield keys[start : start + self.batch_size]
 
 
 def make_loader(

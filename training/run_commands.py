@@ -31,6 +31,12 @@ _TRAIN_OPTIONS = [
     ("--device", str, "auto (default: cuda if available), cpu, cuda, cuda:N"),
     ("--workers", int, "data-loading processes (default: CPUs - 1, at most 8)"),
     ("--seed", int, "seed of initialization, shuffling and augmentation (default 0)"),
+    (
+        "--repeat-threshold",
+        float,
+        "repeat-factor sampling: show images of classes found in fewer than this fraction of "
+        "the images more often (LVIS; e.g. 0.1 to 0.3 for small, unbalanced data; default 0: off)",
+    ),
     ("--eval-every", int, "validate every N epochs (default 1, 0: never)"),
     ("--checkpoint-minutes", float, "minutes between mid-epoch checkpoints (default 10)"),
 ]

@@ -64,6 +64,9 @@ class TrainConfig:
     workers: int = -1  # -1: min(8, CPUs - 1)
     seed: int = 0
     keep_difficult: bool = False
+    # Repeat-factor sampling (LVIS): images of classes seen in fewer than this fraction of the
+    # images are shown more often per epoch; 0 (default) shows each image once.
+    repeat_threshold: float = 0.0
     augment: bool = True  # the paper's augmentation; off: plain resize (for debugging)
     channels_last: bool = True  # NHWC memory: faster convolutions on CPUs and tensor cores
     eval_every: int = 1  # epochs; 0 turns validation off
@@ -101,6 +104,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        if not 0 <= self.repeat_threshold <= 1:
+            raise ConfigError(
+                f"repeat threshold must be between 0 (off) and 1, got {self.repeat_threshold}"
+            )
 
 
 def _checked(name: str, value: Any, annotation: str, source: str) -> Any:
@@ -284,6 +291,9 @@ class Trainer:
             seed=cfg.seed,
             keep_difficult=cfg.keep_difficult,
         )
+        self.repeats = None
+        if cfg.repeat_threshold > 0:
+            self.repeats = self._repeat_factors(train_data, cfg.repeat_threshold)
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -311,6 +321,26 @@ class Trainer:
         self.steps_per_epoch = len(self._sampler(0))
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
+    def _repeat_factors(self, data, threshold: float):
+        """Per-image repeat factors of the training labels (difficult boxes as trained), logged
+        with the epoch's new length and the most repeated classes."""
+        from training.data import class_repeat_factors, repeat_factors
+
+        labels = [
+            s.labels if self.cfg.keep_difficult else s.labels[~s.difficult] for s in data.samples
+        ]
+        repeats = repeat_factors(labels, threshold)
+        factor = class_repeat_factors(labels, threshold)
+        top = sorted((c for c in factor if factor[c] > 1), key=lambda c: -factor[c])
+        names = ", ".join(f"{data.class_names[c - 1]} x{factor[c]:.1f}" for c in top[:6])
+        more = ", ..." if len(top) > 6 else ""
+        self._log(
+            f"repeat-factor sampling (threshold {threshold:g}): {round(float(repeats.sum()))} "
+            f"images per epoch from {len(labels)}"
+            + (f"; classes repeated: {names}{more}" if top else "; no class is rare enough")
+        )
+        return repeats
+
     def _sampler(self, epoch: int, start_step: int = 0):
         from training.data import EpochBatchSampler
 
@@ -323,6 +353,7 @@ class Trainer:
             world_size=self.world,
             start_step=start_step,
             min_batch=self.min_batch,
+            repeats=self.repeats,
         )
 
     def _new_model(self, class_names: list[str]):

@@ -205,3 +205,75 @@ def test_coco_names_of_voc_classes_map_to_the_voc_list(shared_data):
     # Evaluation against the original file needs COCO's category id under either name.
     assert data.category_ids[voc.index("aeroplane")] == 5
     assert data.category_ids[voc.index("tvmonitor")] == 72
+
+
+def test_repeat_factors_follow_lvis():
+    from training.data import class_repeat_factors, repeat_factors
+
+    # 10 images: class 1 in 5 of them, class 2 in 1 (together with class 1), one empty image.
+    labels = [np.array([1, 1])] * 3 + [np.array([1, 2]), np.array([1])] + [np.array([3])] * 4
+    labels.append(np.zeros(0, np.int64))
+    assert len(labels) == 10
+    r_class = class_repeat_factors(labels, threshold=0.4)
+    assert r_class[1] == 1.0  # in half the images: above the threshold
+    assert r_class[2] == pytest.approx(2.0)  # sqrt(0.4 / 0.1)
+    assert r_class[3] == 1.0  # sqrt(0.4 / 0.4)
+    r = repeat_factors(labels, threshold=0.4)
+    assert r.tolist() == pytest.approx([1, 1, 1, 2, 1, 1, 1, 1, 1, 1])  # an image takes its max
+    assert repeat_factors(labels, threshold=0.9)[-1] == 1.0  # no objects: shown once
+    with pytest.raises(ValueError, match="must be > 0"):
+        repeat_factors(labels, 0)
+
+
+def test_repeat_pool_has_a_fixed_length_and_the_right_average():
+    from training.data import repeat_pool
+
+    repeats = np.array([1.0, 2.0, 1.5, 3.5, 1.25, 1.75])
+    counts = []
+    for epoch in range(400):
+        pool = repeat_pool(repeats, np.random.default_rng(epoch))
+        assert len(pool) == 11  # sum(repeats)
+        c = np.bincount(pool, minlength=len(repeats))
+        assert np.all(c >= np.floor(repeats))
+        assert np.all(c <= np.ceil(repeats))
+        counts.append(c)
+    mean = np.mean(counts, axis=0)
+    assert mean == pytest.approx(repeats, abs=0.08)
+    assert (mean[0], mean[1]) == (1.0, 2.0)  # whole factors are exact
+
+
+def test_the_sampler_repeats_images_with_their_own_augmentation_keys():
+    from training.data import EpochBatchSampler
+
+    repeats = np.array([1.0, 3.0, 1.0, 1.0, 2.0])
+    batches = list(EpochBatchSampler(5, 2, epoch=1, repeats=repeats))
+    keys = [k for b in batches for k in b]
+    assert [len(b) for b in batches] == [2, 2, 2, 2]
+    assert sorted(k for k in keys if k[1] == 1) == [(1, 1), (1, 1, 1), (1, 1, 2)]
+    assert sorted(k for k in keys if k[1] == 4) == [(1, 4), (1, 4, 1)]
+    assert len(set(keys)) == 8  # each copy is augmented differently
+    again = list(EpochBatchSampler(5, 2, epoch=1, repeats=repeats))
+    assert again == batches  # deterministic, so a resumed run sees the same batches
+    assert list(EpochBatchSampler(5, 2, epoch=1, repeats=repeats, start_step=3)) == batches[3:]
+    ranks = [
+        EpochBatchSampler(5, 2, epoch=1, repeats=repeats, rank=r, world_size=2) for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    with pytest.raises(ValueError, match="must be >= 1"):
+        EpochBatchSampler(5, 2, repeats=np.array([1.0, 0.5, 1, 1, 1]))
+    with pytest.raises(ValueError, match="4 repeat factors for 5 images"):
+        EpochBatchSampler(5, 2, repeats=np.ones(4))
+
+
+def test_a_repeated_copy_is_augmented_differently(shared_data):
+    from training.data import DetectionDataset
+
+    data = load_dataset(shared_data / "raccoon", "splits/test_labels.csv")
+    ds = DetectionDataset(data, train=True, seed=0)
+    first, again, copy = ds[(2, 5)], ds[(2, 5)], ds[(2, 5, 1)]
+    assert torch_equal(first[0], again[0])
+    assert not torch_equal(first[0], copy[0])
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())

@@ -240,3 +240,53 @@ def test_config_values_are_type_checked(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         TrainConfig.from_yaml(path)
+
+
+def test_repeat_factor_sampling_shows_rare_classes_more_often(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    # Six images of class a; one of them also holds the rare class b.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.jpg"), rng.integers(0, 255, (96, 96, 3)))
+        extra = "1 0.7 0.7 0.2 0.2\n" if i == 3 else ""
+        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.3 0.3 0.3 0.3\n" + extra)
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images\nnames: [a, b]\n")
+    cfg = TrainConfig(
+        data=str(tmp_path / "data.yaml"),
+        split="train",
+        output=str(tmp_path / "run"),
+        backbone="mobilenet_v2",
+        pretrained=False,
+        batch_size=2,
+        workers=0,
+        eval_every=0,
+        warmup_steps=1,
+        device="cpu",
+        epochs=1,
+        repeat_threshold=0.5,
+    )
+    steps = []
+    Trainer(cfg, on_step=steps.append).run()
+    out = capsys.readouterr().out
+    # b is in 1 of 6 images: sqrt(0.5 / (1/6)) = 1.7; 5 + 1.73 images per epoch round to 7.
+    assert "repeat-factor sampling (threshold 0.5): 7 images per epoch from 6; " in out
+    assert "classes repeated: b x1.7" in out
+    assert len(steps) == 3  # 7 images in batches of 2; a last single image is dropped
+    with pytest.raises(ConfigError, match="repeat threshold must be between 0"):
+        Trainer(cfg.updated({"repeat_threshold": 2}), quiet=True)
+
+
+def test_repeat_threshold_on_the_command_line(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train", "--data", str(tmp_path)]
+        + ["--repeat-threshold", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0
+    assert "repeat threshold must be between 0 (off) and 1, got -1.0" in r.stderr
+    assert "Traceback" not in r.stderr
