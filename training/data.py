@@ -258,6 +258,21 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield keys[start : start + self.batch_size]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A data-loading worker leaves SIGTERM and SIGINT to the main process.
+
+    `kill -- -PGID`, systemd and `docker stop` signal every process of the group, and Ctrl-C
+    reaches the whole foreground group. A worker killed by SIGTERM makes the DataLoader raise
+    in the main process, which then cannot finish its step and write a checkpoint. Ignoring
+    the signals here lets the main process stop cleanly; the DataLoader ends its workers
+    through its queues, and a worker whose parent died exits on its own.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: DetectionDataset,
     sampler: EpochBatchSampler,
@@ -272,4 +287,5 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=_ignore_stop_signals if workers else None,
     )

@@ -290,3 +290,36 @@ def test_repeat_threshold_on_the_command_line(tmp_path):
     assert r.returncode != 0
     assert "repeat threshold must be between 0 (off) and 1, got -1.0" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_sigterm_to_the_whole_process_group_saves_a_checkpoint(shared_data, tmp_path):
+    """systemd, docker stop and `kill -- -PGID` signal the data-loading workers too: they
+    must leave the stop to the main process, which finishes the step and checkpoints."""
+    import os
+    import signal
+    import time
+
+    split = tiny_split(shared_data, tmp_path, 8)
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "main.py"), "train", "--data", str(shared_data / "raccoon")]
+    cmd += ["--split", str(split), "--output", str(out), "--no-pretrained", "--device", "cpu"]
+    cmd += ["--batch-size", "2", "--workers", "2", "--epochs", "500", "--eval-every", "0"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "log.jsonl"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 6):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out_text, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    assert "checkpoint saved" in err + out_text
+    assert proc.returncode == 130
+    assert (out / "last.ckpt").is_file()
