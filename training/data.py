@@ -65,8 +65,8 @@ def check_images(data: DetectionData, workers: int = 8, progress=None) -> Detect
 
 class DetectionDataset(torch.utils.data.Dataset):
     """Yields (image uint8 [3, S, S] RGB, boxes float32 [G, 4] normalized xyxy, labels int64
-    [G], key) for a key (epoch, index); the augmentation RNG is seeded with (seed, epoch,
-    index).
+    [G], key) for a key (epoch, index) or (epoch, index, copy); the augmentation RNG is
+    seeded with (seed, epoch, index[, copy]).
 
     Args:
         data: the samples.
@@ -169,26 +169,37 @@ def repeat_factors(labels: list[np.ndarray], threshold: float) -> np.ndarray:
 
 
 def repeat_pool(repeats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Image indices of one epoch: image i floor(r_i) times, plus round(sum(r)) - sum(floor(r))
-    extra images drawn without replacement with probability proportional to r_i - floor(r_i),
-    so every epoch has the same length and image i appears r_i times on average.
+    """Image indices of one epoch: image i floor(r_i) times, plus one extra copy with
+    probability p_i, where p_i is r_i - floor(r_i) scaled so that the extras fill the epoch
+    to exactly round(sum(r)) images (systematic sampling over a random order, so each image
+    is picked with exactly its p_i and at most once). Image i thus appears r_i times on
+    average, up to that rounding of the epoch length.
 
     repeats: float [N] >= 1. Returns int64 [round(sum(repeats))], in index order.
     """
     whole = np.floor(repeats).astype(np.int64)
     frac = repeats - whole
     pool = np.repeat(np.arange(len(repeats)), whole)
-    extra = min(int(round(float(repeats.sum()))) - len(pool), int(np.count_nonzero(frac)))
-    if extra > 0:
-        pool = np.concatenate(
-            [pool, rng.choice(len(repeats), size=extra, replace=False, p=frac / frac.sum())]
-        )
-    return np.sort(pool)
+    extra = int(round(float(repeats.sum()))) - len(pool)  # <= count of nonzero fractions
+    if extra <= 0:
+        return pool
+    p = frac * (extra / frac.sum())
+    while np.any(p > 1 + 1e-12):  # rounding up can push a large fraction over 1: cap it
+        full = p >= 1
+        p[full] = 1.0
+        rest = ~full & (p > 0)
+        p[rest] *= (extra - full.sum()) / p[rest].sum()
+    order = rng.permutation(len(repeats))
+    edges = np.floor(np.concatenate([[0.0], np.cumsum(p[order])]) - rng.random())
+    picked = order[np.diff(edges) > 0]
+    return np.sort(np.concatenate([pool, picked]))
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of (epoch, index) keys: a permutation seeded by (seed, epoch), split between
-    distributed ranks (each rank gets the same number of samples), cut into batches.
+    distributed ranks (each rank gets the same number of samples), cut into batches. With
+    repeat factors, the k-th copy (k > 0) of an image in the epoch has the key
+    (epoch, index, k), numbered over all ranks, so every copy is augmented differently.
 
     Args:
         start_step: skip this many batches of the first epoch (resuming mid-epoch).
@@ -227,7 +238,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.start_step = start_step
         self.min_batch = min_batch
 
-    def indices(self) -> np.ndarray:
+    def _order(self) -> np.ndarray:
+        """The epoch's image indices for all ranks together, int [n]."""
         rng = np.random.default_rng([self.seed, self.epoch, 7])
         if self.repeats is not None:
             pool = repeat_pool(self.repeats, rng)
@@ -236,24 +248,33 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             order = rng.permutation(self.n)
         else:
             order = np.arange(self.n)
+        return order
+
+    def _mine(self) -> slice:
         per_rank = self.n // self.world_size
-        return order[self.rank : per_rank * self.world_size : self.world_size]
+        return slice(self.rank, per_rank * self.world_size, self.world_size)
+
+    def indices(self) -> np.ndarray:
+        """This rank's image indices of the epoch, int [n // world_size]."""
+        return self._order()[self._mine()]
 
     def __len__(self) -> int:
         full, rest = divmod(self.n // self.world_size, self.batch_size)
         return full + (rest >= self.min_batch and rest > 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
-        idx = self.indices()[: len(self) * self.batch_size]
+        order = self._order()
         if self.repeats is None:
-            keys = [(self.epoch, int(i)) for i in idx]
-        else:  # the k-th copy of an image in an epoch gets its own augmentation
+            keys = [(self.epoch, int(i)) for i in order[self._mine()]]
+        else:  # copies numbered over all ranks: each gets its own augmentation
             seen: dict[int, int] = {}
-            keys = []
-            for i in idx.tolist():
+            every = []
+            for i in order.tolist():
                 k = seen.get(i, 0)
                 seen[i] = k + 1
-                keys.append((self.epoch, i, k) if k else (self.epoch, i))
+                every.append((self.epoch, i, k) if k else (self.epoch, i))
+            keys = every[self._mine()]
+        keys = keys[: len(self) * self.batch_size]
         for start in range(self.start_step * self.batch_size, len(keys), self.batch_size):
             yield keys[start : start + self.batch_size]
 
