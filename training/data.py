@@ -188,7 +188,8 @@ def repeat_pool(repeats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         full = p >= 1
         p[full] = 1.0
         rest = ~full & (p > 0)
-        p[rest] *= (extra - full.sum()) / p[rest].sum()
+        if rest.any():
+            p[rest] *= (extra - full.sum()) / p[rest].sum()
     order = rng.permutation(len(repeats))
     edges = np.floor(np.concatenate([[0.0], np.cumsum(p[order])]) - rng.random())
     picked = order[np.diff(edges) > 0]
@@ -228,7 +229,6 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             if np.any(repeats < 1):
                 raise ValueError("repeat factors must be >= 1")
         self.repeats = repeats
-        self.images = n
         if repeats is not None:
             n = int(round(float(repeats.sum())))
         if n < world_size:
