@@ -46,6 +46,39 @@ class L2Norm(nn.Module):
         return (self.weight.float()[None, :, None, None] * xf / norm).to(x.dtype)
 
 
+class FreezableBackbone(nn.Module):
+    """A backbone whose ImageNet-initialized part (`pretrained_parts`) can be frozen.
+
+    Frozen parts keep their weights (no gradients) and their batch-norm statistics: they
+    stay in eval mode whatever `train()` is called with, as detectron2's frozen stages do.
+    The extra layers after them, and the heads, keep training.
+    """
+
+    pretrained_parts: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = False
+
+    def freeze_pretrained(self) -> int:
+        """Freeze the pretrained parts; returns how many parameters were frozen."""
+        count = 0
+        for part in self.pretrained_parts:
+            for p in getattr(self, part).parameters():
+                p.requires_grad_(False)
+                count += p.numel()
+        self.frozen = True
+        self.train(self.training)
+        return count
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            for part in self.pretrained_parts:
+                getattr(self, part).eval()
+        return self
+
+
 def _conv_block(name: str, cin: int, cout: int, bn: bool, **conv_kw) -> list[tuple[str, nn.Module]]:
     layers: list[tuple[str, nn.Module]] = [(name, nn.Conv2d(cin, cout, bias=not bn, **conv_kw))]
     if bn:
@@ -82,7 +115,7 @@ def _extras(cin: int, bn: bool) -> nn.ModuleList:
     return nn.ModuleList(blocks)
 
 
-class VGG16Backbone(nn.Module):
+class VGG16Backbone(FreezableBackbone):
     """VGG16 base as in the paper (and ssd.pytorch / torchvision's ssd300_vgg16).
 
     conv1_1..conv4_3 (pool3 with ceil mode so 75 -> 38), L2Norm on conv4_3 (38x38x512),
@@ -95,6 +128,8 @@ class VGG16Backbone(nn.Module):
     """
 
     out_channels = (512, 1024, 512, 256, 256, 256)
+    # conv1_1 .. conv5_3 and fc6/fc7 come from ImageNet; L2Norm and the extras do not.
+    pretrained_parts = ("stage1", "stage2")
 
     def __init__(self, batch_norm: bool = False) -> None:
         super().__init__()
@@ -160,7 +195,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
-class MobileNetV2Backbone(nn.Module):
+class MobileNetV2Backbone(FreezableBackbone):
     """SSD300 sources on MobileNetV2 (width 1.0), ImageNet layout of torchvision.
 
     Sources: the expansion output of block 7 (38x38x192, stride 8) and of block 14
@@ -170,6 +205,7 @@ class MobileNetV2Backbone(nn.Module):
     """
 
     out_channels = (192, 576, 1280, 512, 256, 256)
+    pretrained_parts = ("features",)
     # t (expansion), c (channels), n (repeats), s (first stride): torchvision's table.
     _SETTINGS = [
         (1, 16, 1, 1),

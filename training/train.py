@@ -47,6 +47,9 @@ class TrainConfig:
     priors: str = "voc"
     backbone_weights: str | None = None
     pretrained: bool = True
+    # Keep the backbone's ImageNet layers fixed (weights and batch-norm statistics); the
+    # extra layers and the heads train. For small data: less to overfit, faster steps.
+    freeze_backbone: bool = False
     # Optimization (the paper's SGD).
     epochs: int = 120
     batch_size: int = 32
@@ -263,6 +266,8 @@ class Trainer:
         if model is None:
             model = self._new_model(train_data.class_names)
         self.spec = model.spec
+        if cfg.freeze_backbone:
+            self._freeze(model)
         self.val_data = None
         if cfg.val_data and cfg.eval_every > 0:
             self.val_data = check_images(
@@ -303,7 +308,8 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         decay, no_decay = [], []
         for _name, p in self.model.named_parameters():
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
         self.optimizer = torch.optim.SGD(
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},
@@ -320,6 +326,26 @@ class Trainer:
         self.matcher = SSDMatcher()
         self.steps_per_epoch = len(self._sampler(0))
         self.total_steps = self.steps_per_epoch * cfg.epochs
+
+    def _freeze(self, model) -> None:
+        """Freeze the backbone's ImageNet part (--freeze-backbone), which must hold trained
+        weights: those of --weights, or an ImageNet import."""
+        cfg = self.cfg
+        imagenet = cfg.pretrained and (
+            cfg.backbone == "mobilenet_v2" or (cfg.backbone == "vgg16" and cfg.backbone_weights)
+        )
+        if not cfg.weights and not imagenet:
+            raise ConfigError(
+                f"--freeze-backbone keeps trained backbone weights fixed, but this new "
+                f"{cfg.backbone} model's backbone is random: give --backbone-weights or --weights"
+                + (", or drop --no-pretrained" if not cfg.pretrained else "")
+            )
+        frozen = model.backbone.freeze_pretrained()
+        total = sum(p.numel() for p in model.parameters())
+        self._log(
+            f"frozen backbone: {frozen:,} of {total:,} parameters fixed "
+            f"({', '.join(model.backbone.pretrained_parts)}, batch-norm statistics included)"
+        )
 
     def _repeat_factors(self, data, threshold: float):
         """Per-image repeat factors of the training labels (difficult boxes as trained), logged

@@ -128,3 +128,25 @@ def test_a_mistyped_class_list_is_not_taken_for_a_class_name():
     with pytest.raises(ConfigError, match="unknown class list 'vocc'.*one class: 'vocc,'"):
         make_spec("vgg16", "vocc")
     assert make_spec("vgg16", "raccoon,").class_names == ("raccoon",)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "trainable"), [("vgg16", ("l2norm", "extras")), ("mobilenet_v2", ("extras",))]
+)
+def test_a_frozen_backbone_keeps_its_imagenet_part_fixed_in_train_mode(backbone, trainable):
+    from training.backbones import build_backbone
+
+    net = build_backbone(backbone)
+    frozen = net.freeze_pretrained()
+    net.train()
+    fixed = [getattr(net, part) for part in net.pretrained_parts]
+    assert frozen == sum(p.numel() for part in fixed for p in part.parameters()) > 0
+    for part in fixed:
+        assert all(not p.requires_grad for p in part.parameters())
+        assert not any(m.training for m in part.modules())  # batch-norm statistics stay
+    for name in trainable:
+        assert all(p.requires_grad for p in getattr(net, name).parameters())
+        assert all(m.training for m in getattr(net, name).modules())
+    net.eval()
+    net.train()
+    assert not any(m.training for part in fixed for m in part.modules())

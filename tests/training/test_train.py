@@ -323,3 +323,52 @@ def test_sigterm_to_the_whole_process_group_saves_a_checkpoint(shared_data, tmp_
     assert "checkpoint saved" in err + out_text
     assert proc.returncode == 130
     assert (out / "last.ckpt").is_file()
+
+
+def test_freeze_backbone_trains_only_the_extras_and_heads(shared_data, tmp_path):
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+    from training.weights import load_detector
+
+    cfg = config(shared_data, tmp_path, n=4, epochs=2, lr=5e-3, freeze_backbone=True)
+    Trainer(cfg, quiet=True).run()
+    trained = load_detector(Path(cfg.output) / "last.safetensors").state_dict()
+    start = import_torchvision_mobilenet_v2(
+        read_checkpoint(mobilenet_v2_imagenet_path()), ["raccoon"], "voc"
+    ).state_dict()
+    features = [k for k in start if k.startswith("backbone.features.")]
+    assert any(k.endswith("running_mean") for k in features)
+    for k in features:  # weights and batch-norm statistics as ImageNet left them
+        assert torch.equal(trained[k], start[k]), k
+    for prefix in ("backbone.extras.", "head.conf.", "head.loc."):
+        changed = [
+            k for k in start if k.startswith(prefix) and not torch.equal(trained[k], start[k])
+        ]
+        assert changed, prefix
+
+
+def test_freeze_backbone_needs_trained_backbone_weights(shared_data, tmp_path):
+    cfg = config(shared_data, tmp_path, freeze_backbone=True, pretrained=False)
+    with pytest.raises(
+        ConfigError, match="--freeze-backbone .* backbone is random.* --no-pretrained"
+    ):
+        Trainer(cfg, quiet=True).run()
+    cfg = config(shared_data, tmp_path, backbone="vgg16_bn", freeze_backbone=True)
+    with pytest.raises(ConfigError, match="new vgg16_bn model's backbone is random"):
+        Trainer(cfg, quiet=True).run()
+
+
+def test_freeze_backbone_on_the_command_line(tmp_path):
+    import argparse
+
+    from training.run_commands import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--data", str(tmp_path), "--freeze-backbone"])
+    assert config_from_args(args).freeze_backbone
+    args = parser.parse_args(["train", "--data", str(tmp_path)])
+    assert not config_from_args(args).freeze_backbone
