@@ -447,11 +447,35 @@ class Trainer:
                 f"{path}: the checkpoint's model differs from this run's (other classes, "
                 "backbone or default boxes); resume with the options of the original run"
             )
+        self._check_resumed_config(path, json.loads(state["config"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         return state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"]
+
+    # Options that fix which parameters train and what a step and an epoch are: resuming
+    # with other values would not continue the run (or not load it at all).
+    _RESUME_FIXED = {
+        "batch_size": "--batch-size",
+        "repeat_threshold": "--repeat-threshold",
+        "freeze_backbone": "--freeze-backbone",
+    }
+
+    def _check_resumed_config(self, path: Path, saved: dict) -> None:
+        defaults = TrainConfig()
+        for name, flag in self._RESUME_FIXED.items():
+            was = saved.get(name, getattr(defaults, name))
+            now = getattr(self.cfg, name)
+            if was != now:
+
+                def shown(v, flag=flag):
+                    return (flag if v else f"no {flag}") if isinstance(v, bool) else f"{flag} {v}"
+
+                raise TrainingError(
+                    f"{path}: the run was started with {shown(was)}, this command gives "
+                    f"{shown(now)}; resume with the options of the original run"
+                )
 
     # ------------------------------------------------------------------ evaluation
 

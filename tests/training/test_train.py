@@ -84,11 +84,18 @@ def test_a_diverging_run_stops_with_a_clear_message(shared_data, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(shared_data, tmp_path):
-    cfg = config(shared_data, tmp_path, n=2, epochs=1)
+    cfg = config(shared_data, tmp_path, n=4, epochs=1)
     Trainer(cfg, quiet=True).run()
     other = config(shared_data, tmp_path, n=2, epochs=2, priors="coco")
     with pytest.raises(TrainingError, match="model differs"):
         Trainer(other, resume=True, quiet=True).run()
+    for change, text in [
+        ({"batch_size": 4}, "started with --batch-size 2, this command gives --batch-size 4"),
+        ({"repeat_threshold": 0.3}, "--repeat-threshold 0.0, this command gives --repeat-thr"),
+        ({"freeze_backbone": True}, "no --freeze-backbone, this command gives --freeze-backbone;"),
+    ]:
+        with pytest.raises(TrainingError, match=text):
+            Trainer(cfg.updated({"epochs": 2, **change}), resume=True, quiet=True).run()
     fresh = config(shared_data, tmp_path / "fresh", n=2, epochs=1)
     with pytest.raises(TrainingError, match="nothing to resume"):
         Trainer(fresh, resume=True, quiet=True).run()
