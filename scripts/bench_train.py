@@ -4,14 +4,16 @@ straightforward loop in the style of ssd.pytorch, side by side on the same machi
 
     .venv/bin/python scripts/bench_train.py [--data ../shared/data/raccoon]
         [--split splits/train_labels.csv] [--backbone mobilenet_v2] [--batch-size 16]
-        [--steps 10] [--rounds 3] [--workers 1] [--device auto]
+        [--steps 10] [--rounds 3] [--workers 1] [--device auto] [--frozen]
 
 1. augmentation: images/s of one worker (decode, the paper's augmentation, render);
 2. ours: DataLoader workers, pinned memory, uint8 channels-last batches, channels-last
    convolutions, batched matching on the device;
 3. baseline: images loaded and augmented in the main process (no workers), float batches,
    matching image by image with ssd.pytorch's match() loop, targets moved afterwards.
-Both loops run the same model, batch, augmentation, loss and optimizer; it reports images/s
+4. with --frozen, also ours with the backbone's ImageNet layers frozen (train
+   --freeze-backbone): no gradients through the backbone.
+All loops run the same model, batch, augmentation, loss and optimizer; it reports images/s
 and the share of step time spent waiting for data. Prints Markdown for docs/benchmarks.md.
 """
 
@@ -141,6 +143,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per loop")
     ap.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--frozen", action="store_true", help="also time ours with --freeze-backbone's model"
+    )
     args = ap.parse_args()
     dev = torch.device(args.device)
     data = load_dataset(args.data, args.split)
@@ -158,18 +163,24 @@ def main() -> int:
     # Alternate the two loops (ours, baseline, ours, baseline, ...) from the same weights
     # and keep each one's median round, so drifts of a shared machine hit both alike.
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    results = {"ours": [], "base": []}
+    names = ("ours", "base", "frozen") if args.frozen else ("ours", "base")
+    results = {name: [] for name in names}
+    frozen = None
+    if args.frozen:
+        frozen = build_model(args.backbone, data.class_names).to(dev)
+        frozen.backbone.freeze_pretrained()
     for _ in range(args.rounds):
-        for name in ("ours", "base"):
-            model.load_state_dict(state)
+        for name in names:
+            net = frozen if name == "frozen" else model
+            net.load_state_dict(state)
             # ours trains in channels-last memory; the baseline in PyTorch's default layout
-            fmt = torch.channels_last if name == "ours" else torch.contiguous_format
-            model.to(memory_format=fmt)
-            if name == "ours":
-                batches = our_batches(dataset, args.batch_size, args.workers, dev.type == "cuda")
+            fmt = torch.contiguous_format if name == "base" else torch.channels_last
+            net.to(memory_format=fmt)
+            if name == "base":
+                batches = baseline_batches(dataset, args.batch_size, net)
             else:
-                batches = baseline_batches(dataset, args.batch_size, model)
-            results[name].append(train_steps(model, batches, dev, args.steps, name == "base"))
+                batches = our_batches(dataset, args.batch_size, args.workers, dev.type == "cuda")
+            results[name].append(train_steps(net, batches, dev, args.steps, name == "base"))
     ours, base = (sorted(results[k])[len(results[k]) // 2] for k in ("ours", "base"))
     gpu = f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""
     print(
@@ -183,7 +194,12 @@ def main() -> int:
     print("|---|---|---|---|")
     print(f"| ours | {args.workers} | {ours[0]:.2f} | {ours[1]:.1%} |")
     print(f"| ssd.pytorch style | 0 | {base[0]:.2f} | {base[1]:.1%} |")
+    if frozen is not None:
+        fr = sorted(results["frozen"])[len(results["frozen"]) // 2]
+        print(f"| ours, frozen backbone | {args.workers} | {fr[0]:.2f} | {fr[1]:.1%} |")
     print(f"speed-up: {ours[0] / base[0]:.2f}x")
+    if frozen is not None:
+        print(f"frozen backbone vs ours: {fr[0] / ours[0]:.2f}x")
     return 0
 
 
