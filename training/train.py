@@ -111,6 +111,23 @@ class TrainConfig:
             raise ConfigError(
                 f"repeat threshold must be between 0 (off) and 1, got {self.repeat_threshold}"
             )
+        if self.freeze_backbone and not self.weights:
+            self._check_freezable()
+
+    def _check_freezable(self) -> None:
+        """--freeze-backbone on a new model needs its backbone's ImageNet import."""
+        if self.backbone == "vgg16_bn":
+            hint = "give --weights (there is no ImageNet import for vgg16_bn)"
+        elif self.backbone == "vgg16" and not self.backbone_weights:
+            hint = "give --backbone-weights (torchvision's VGG16) or --weights"
+        elif not self.pretrained:
+            hint = "drop --no-pretrained or give --weights"
+        else:
+            return
+        raise ConfigError(
+            f"--freeze-backbone keeps trained backbone weights fixed, but this new "
+            f"{self.backbone} model's backbone would be random: {hint}"
+        )
 
 
 def _checked(name: str, value: Any, annotation: str, source: str) -> Any:
@@ -328,24 +345,18 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
     def _freeze(self, model) -> None:
-        """Freeze the backbone's ImageNet part (--freeze-backbone), which must hold trained
-        weights: those of --weights, or an ImageNet import."""
-        cfg = self.cfg
-        imagenet = cfg.pretrained and (
-            cfg.backbone == "mobilenet_v2" or (cfg.backbone == "vgg16" and cfg.backbone_weights)
-        )
-        if not cfg.weights and not imagenet:
-            raise ConfigError(
-                f"--freeze-backbone keeps trained backbone weights fixed, but this new "
-                f"{cfg.backbone} model's backbone is random: give --backbone-weights or --weights"
-                + (", or drop --no-pretrained" if not cfg.pretrained else "")
-            )
+        """Freeze the backbone's ImageNet part (--freeze-backbone); validate() made sure it
+        holds trained weights: those of --weights, or an ImageNet import."""
         frozen = model.backbone.freeze_pretrained()
         total = sum(p.numel() for p in model.parameters())
-        self._log(
-            f"frozen backbone: {frozen:,} of {total:,} parameters fixed "
-            f"({', '.join(model.backbone.pretrained_parts)}, batch-norm statistics included)"
-        )
+        parts = list(model.backbone.pretrained_parts)
+        if any(
+            isinstance(m, torch.nn.BatchNorm2d)
+            for p in parts
+            for m in getattr(model.backbone, p).modules()
+        ):
+            parts.append("batch-norm statistics included")
+        self._log(f"frozen backbone: {frozen:,} of {total:,} parameters fixed ({', '.join(parts)})")
 
     def _repeat_factors(self, data, threshold: float):
         """Per-image repeat factors of the training labels (difficult boxes as trained), logged
@@ -460,6 +471,8 @@ class Trainer:
         "batch_size": "--batch-size",
         "repeat_threshold": "--repeat-threshold",
         "freeze_backbone": "--freeze-backbone",
+        "keep_difficult": "--keep-difficult",
+        "seed": "--seed",
     }
 
     def _check_resumed_config(self, path: Path, saved: dict) -> None:

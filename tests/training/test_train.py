@@ -93,6 +93,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(shared_data, tmp_path):
         ({"batch_size": 4}, "started with --batch-size 2, this command gives --batch-size 4"),
         ({"repeat_threshold": 0.3}, "--repeat-threshold 0.0, this command gives --repeat-thr"),
         ({"freeze_backbone": True}, "no --freeze-backbone, this command gives --freeze-backbone;"),
+        ({"seed": 1}, "started with --seed 0, this command gives --seed 1;"),
     ]:
         with pytest.raises(TrainingError, match=text):
             Trainer(cfg.updated({"epochs": 2, **change}), resume=True, quiet=True).run()
@@ -333,39 +334,42 @@ def test_sigterm_to_the_whole_process_group_saves_a_checkpoint(shared_data, tmp_
 
 
 def test_freeze_backbone_trains_only_the_extras_and_heads(shared_data, tmp_path):
-    from training.importers import (
-        import_torchvision_mobilenet_v2,
-        mobilenet_v2_imagenet_path,
-        read_checkpoint,
-    )
     from training.weights import load_detector
 
+    def initial_weights(cfg):
+        trainer = Trainer(cfg, quiet=True)
+        trainer._build()  # what run() starts from
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
     cfg = config(shared_data, tmp_path, n=4, epochs=2, lr=5e-3, freeze_backbone=True)
+    start = initial_weights(cfg)
+    again = initial_weights(cfg)  # the build is deterministic, so run() starts from `start`
+    assert all(torch.equal(start[k], again[k]) for k in start)
     Trainer(cfg, quiet=True).run()
     trained = load_detector(Path(cfg.output) / "last.safetensors").state_dict()
-    start = import_torchvision_mobilenet_v2(
-        read_checkpoint(mobilenet_v2_imagenet_path()), ["raccoon"], "voc"
-    ).state_dict()
     features = [k for k in start if k.startswith("backbone.features.")]
     assert any(k.endswith("running_mean") for k in features)
     for k in features:  # weights and batch-norm statistics as ImageNet left them
         assert torch.equal(trained[k], start[k]), k
     for prefix in ("backbone.extras.", "head.conf.", "head.loc."):
-        changed = [
-            k for k in start if k.startswith(prefix) and not torch.equal(trained[k], start[k])
-        ]
-        assert changed, prefix
+        keys = [k for k in start if k.startswith(prefix) and k.endswith("weight")]
+        assert keys, prefix
+        assert all(not torch.equal(trained[k], start[k]) for k in keys), prefix
 
 
 def test_freeze_backbone_needs_trained_backbone_weights(shared_data, tmp_path):
-    cfg = config(shared_data, tmp_path, freeze_backbone=True, pretrained=False)
-    with pytest.raises(
-        ConfigError, match="--freeze-backbone .* backbone is random.* --no-pretrained"
-    ):
-        Trainer(cfg, quiet=True).run()
-    cfg = config(shared_data, tmp_path, backbone="vgg16_bn", freeze_backbone=True)
-    with pytest.raises(ConfigError, match="new vgg16_bn model's backbone is random"):
-        Trainer(cfg, quiet=True).run()
+    for change, hint in [
+        ({"pretrained": False}, "drop --no-pretrained or give --weights$"),
+        ({"backbone": "vgg16_bn"}, "give --weights \\(there is no ImageNet import for vgg16_bn\\)"),
+        ({"backbone": "vgg16"}, "give --backbone-weights \\(torchvision's VGG16\\) or --weights"),
+    ]:
+        cfg = config(shared_data, tmp_path, freeze_backbone=True, **change)
+        with pytest.raises(
+            ConfigError, match="--freeze-backbone .* backbone would be random: " + hint
+        ):
+            Trainer(cfg, quiet=True)
+    # a model from --weights has a trained backbone whatever the other options say
+    config(shared_data, tmp_path, freeze_backbone=True, pretrained=False, weights="w").validate()
 
 
 def test_freeze_backbone_on_the_command_line(tmp_path):
