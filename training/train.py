@@ -130,6 +130,13 @@ class TrainConfig:
         )
 
 
+def _as_option(flag: str, value: Any) -> str:
+    """How a value reads on the command line: '--seed 1', '--freeze-backbone', 'no --amp'."""
+    if isinstance(value, bool):
+        return flag if value else f"no {flag}"
+    return f"{flag} {value}"
+
+
 def _checked(name: str, value: Any, annotation: str, source: str) -> Any:
     """The value if it fits the field's annotation (ints pass for floats), else ConfigError."""
     optional = "None" in annotation
@@ -481,13 +488,9 @@ class Trainer:
             was = saved.get(name, getattr(defaults, name))
             now = getattr(self.cfg, name)
             if was != now:
-
-                def shown(v, flag=flag):
-                    return (flag if v else f"no {flag}") if isinstance(v, bool) else f"{flag} {v}"
-
                 raise TrainingError(
-                    f"{path}: the run was started with {shown(was)}, this command gives "
-                    f"{shown(now)}; resume with the options of the original run"
+                    f"{path}: the run was started with {_as_option(flag, was)}, this command "
+                    f"gives {_as_option(flag, now)}; resume with the options of the original run"
                 )
 
     # ------------------------------------------------------------------ evaluation
