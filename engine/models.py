@@ -21,9 +21,11 @@ MODEL_SUFFIXES = (".onnx", ".safetensors", ".engine", ".plan")
 
 
 def weights_cache() -> Path:
-    """Where `main.py weights get` puts converted checkpoints (training/download.py)."""
+    """Where `main.py weights get` puts converted checkpoints: $SSD300_CACHE, else
+    ~/.cache/ssd300/weights. The same rule as training.download.cache_dir, which the deploy
+    path cannot import (engine runtime -> training is not allowed); a test keeps them equal."""
     env = os.environ.get("SSD300_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "ssd300" / "weights"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ssd300" / "weights"
 
 
 def default_model() -> Path:

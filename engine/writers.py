@@ -321,10 +321,10 @@ def open_sink(
     preset: str = "ultrafast",
 ) -> VideoSink:
     """A sink for a resolved codec (see resolve_codec); preset applies to libx264."""
-    if codec == "gst-nvenc" and not (live and h264_available()):
+    if codec == "gst-nvenc":
+        if live and h264_available():  # x264 keeps each frame's real time, NVENC here cannot
+            return PyAVSink(path, width, height, fps, live=live, preset=preset)
         return GStreamerSink(path, width, height, fps)
-    if codec == "gst-nvenc":  # live: x264 keeps each frame's real time, NVENC here cannot
-        return PyAVSink(path, width, height, fps, live=live, preset=preset)
     if codec == "h264_nvenc" and not (width % 2 or height % 2):
         return PyAVSink(path, width, height, fps, live=live, encoder="h264_nvenc")
     if codec in ("h264", "h264_nvenc"):  # NVENC needs even sizes: libx264 keeps odd ones

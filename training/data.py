@@ -228,9 +228,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
                 raise ValueError(f"{len(repeats)} repeat factors for {n} images")
             if np.any(repeats < 1):
                 raise ValueError("repeat factors must be >= 1")
+            n = int(round(float(repeats.sum())))  # the epoch's length: copies included
         self.repeats = repeats
-        if repeats is not None:
-            n = int(round(float(repeats.sum())))
         if n < world_size:
             raise DataError(f"{n} images cannot be split between {world_size} processes")
         self.n, self.batch_size, self.epoch, self.seed = n, batch_size, epoch, seed

@@ -301,3 +301,15 @@ def test_sha256_parsing():
         if entry.sha256 and "-" in entry.filename:
             assert entry.sha256.startswith(entry.filename.rsplit("-", 1)[1].split(".")[0])
     assert issubclass(DownloadError, SSDError)
+
+
+def test_the_engine_finds_downloads_where_the_download_puts_them(tmp_path, monkeypatch):
+    """engine.models.weights_cache mirrors cache_dir (the deploy path cannot import it)."""
+    from engine.models import weights_cache
+    from training.download import cache_dir
+
+    for value in (str(tmp_path), "~/ssd300-cache"):
+        monkeypatch.setenv("SSD300_CACHE", value)
+        assert weights_cache() == cache_dir()
+    monkeypatch.delenv("SSD300_CACHE")
+    assert weights_cache() == cache_dir()
