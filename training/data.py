@@ -291,6 +291,10 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The trainer starts workers with both blocked (train.stop_signals_held), so one sent
+    # before this point waits; ignored now, it is dropped when unblocked.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def make_loader(

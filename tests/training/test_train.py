@@ -300,6 +300,26 @@ def test_repeat_threshold_on_the_command_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_a_stop_signal_as_workers_start_waits_until_they_ignore_it(shared_data, tmp_path):
+    """The race behind a SIGTERM to the process group at an epoch's start: a worker signalled
+    before its init function runs must not die (the trainer starts workers with the stop
+    signals held, train.stop_signals_held)."""
+    import os
+    import signal
+
+    from training.data import DetectionDataset, EpochBatchSampler, make_loader
+    from training.datasets import load_dataset
+    from training.train import stop_signals_held
+
+    data = load_dataset(shared_data / "raccoon", str(tiny_split(shared_data, tmp_path, 4)))
+    loader = make_loader(DetectionDataset(data, train=False), EpochBatchSampler(4, 2, 0, 0), 2)
+    with stop_signals_held():
+        batches = iter(loader)
+        for w in batches._workers:  # at once: before their init function can have run
+            os.kill(w.pid, signal.SIGTERM)
+    assert len(list(batches)) == 2  # both workers alive, every batch delivered
+
+
 def test_sigterm_to_the_whole_process_group_saves_a_checkpoint(shared_data, tmp_path):
     """systemd, docker stop and `kill -- -PGID` signal the data-loading workers too: they
     must leave the stop to the main process, which finishes the step and checkpoints."""
