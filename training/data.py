@@ -7,7 +7,10 @@ number of workers, and a resumed run sees exactly the batches the interrupted on
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -287,14 +290,51 @@ def _ignore_stop_signals(worker_id: int) -> None:
     the signals here lets the main process stop cleanly; the DataLoader ends its workers
     through its queues, and a worker whose parent died exits on its own.
     """
-    import signal
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The trainer starts workers with both blocked (train.stop_signals_held), so one sent
-    # before this point waits; ignored now, it is dropped when unblocked.
+    # Workers start with both blocked (stop_signals_held), so one sent before this point
+    # waits; ignored now, it is dropped when unblocked.
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def stop_signals_held(context=None):
+    """SIGTERM and SIGINT wait (blocked, not lost) while data-loading workers start.
+
+    A worker inherits the blocked mask (fork; exec keeps it for spawn and forkserver) and
+    unblocks only once it ignores them (`_ignore_stop_signals`), so a stop signal to the
+    whole process group as an epoch or a validation begins cannot kill a worker that has
+    not set up yet. The main process handles such a signal no later than the end of the
+    block. Python's resource tracker, which spawn and forkserver start with the first
+    worker, unblocks the signals when it starts: it is started before the block.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+        yield
+        return
+    method = (context or multiprocessing.get_context()).get_start_method()
+    if method != "fork":
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _StopSafeLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers start with the stop signals held (stop_signals_held)."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        with stop_signals_held(self.multiprocessing_context):
+            return super().__iter__()
 
 
 def make_loader(
@@ -303,7 +343,7 @@ def make_loader(
     workers: int = 0,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
+    return _StopSafeLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,

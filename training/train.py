@@ -5,7 +5,6 @@ mAP with a best-weights file, a progress bar, TensorBoard and a NaN/explosion gu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -218,23 +217,6 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     random.setstate((state["python_version"], tuple(state["python"]), None))
-
-
-@contextlib.contextmanager
-def stop_signals_held():
-    """SIGTERM and SIGINT wait (blocked, not lost) while data-loading workers start: a
-    worker inherits the blocked mask and unblocks only once it ignores them, so a stop
-    signal to the whole process group at an epoch's start cannot kill a worker that has not
-    yet set up; the main process gets the signal when the block ends."""
-    stops = {signal.SIGTERM, signal.SIGINT}
-    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _StopRequested(Exception):
@@ -571,9 +553,7 @@ class Trainer:
                 )
                 step = start_step
                 t_wait = time.perf_counter()
-                with stop_signals_held():  # workers start ignoring them (make_loader)
-                    batches = iter(loader)
-                for images, boxes, labels, valid, _ in batches:
+                for images, boxes, labels, valid, _ in loader:
                     t0 = time.perf_counter()
                     wait = t0 - t_wait
                     lr = lr_at(cfg, global_step, self.total_steps)

@@ -300,23 +300,34 @@ def test_repeat_threshold_on_the_command_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_a_stop_signal_as_workers_start_waits_until_they_ignore_it(shared_data, tmp_path):
-    """The race behind a SIGTERM to the process group at an epoch's start: a worker signalled
-    before its init function runs must not die (the trainer starts workers with the stop
-    signals held, train.stop_signals_held)."""
+def test_a_stop_signal_as_workers_start_waits_until_they_ignore_it(
+    shared_data, tmp_path, monkeypatch
+):
+    """The race behind a SIGTERM to the process group as an epoch or a validation starts:
+    a worker signalled before its init function has run must not die (make_loader starts
+    workers with the stop signals held, data.stop_signals_held). The init is slowed down so
+    that the signal always comes first."""
     import os
     import signal
+    import time
 
-    from training.data import DetectionDataset, EpochBatchSampler, make_loader
+    from training import data as D
     from training.datasets import load_dataset
-    from training.train import stop_signals_held
 
+    ignore = D._ignore_stop_signals
+
+    def slow_ignore(worker_id):
+        time.sleep(0.3)
+        ignore(worker_id)
+
+    monkeypatch.setattr(D, "_ignore_stop_signals", slow_ignore)  # forked workers inherit it
     data = load_dataset(shared_data / "raccoon", str(tiny_split(shared_data, tmp_path, 4)))
-    loader = make_loader(DetectionDataset(data, train=False), EpochBatchSampler(4, 2, 0, 0), 2)
-    with stop_signals_held():
-        batches = iter(loader)
-        for w in batches._workers:  # at once: before their init function can have run
-            os.kill(w.pid, signal.SIGTERM)
+    loader = D.make_loader(
+        D.DetectionDataset(data, train=False), D.EpochBatchSampler(4, 2, 0, 0), 2
+    )
+    batches = iter(loader)
+    for w in batches._workers:
+        os.kill(w.pid, signal.SIGTERM)
     assert len(list(batches)) == 2  # both workers alive, every batch delivered
 
 
