@@ -47,9 +47,10 @@ def test_the_shipped_files_are_there_and_are_the_default():
             DOG_IN_DOG_JPG,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="fine-tuned on coco128's 9 dog boxes, the backbone lost ImageNet's "
-                "dog (its own classifier finds this one); no recipe tried kept it and "
-                "placed a dog box (assets/models/README.md, Tried and not shipped)",
+                reason="ImageNet's classifier on the ImageNet backbone finds this dog, but "
+                "not on the backbone fine-tuned on coco128's 9 dog boxes; no recipe tried "
+                "kept it and placed a dog box (assets/models/README.md, Tried and not "
+                "shipped)",
             ),
         ),
     ],
