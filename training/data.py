@@ -281,6 +281,9 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield keys[start : start + self.batch_size]
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """A data-loading worker leaves SIGTERM and SIGINT to the main process.
 
@@ -297,8 +300,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
