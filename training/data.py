@@ -301,7 +301,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
-
 @contextlib.contextmanager
 def stop_signals_held(context=None):
     """SIGTERM and SIGINT wait (blocked, not lost) while data-loading workers start.
