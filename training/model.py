@@ -23,6 +23,9 @@ class SSDHead(nn.Module):
         in_channels: channels of each source map.
         num_anchors: default boxes per cell of each map.
         num_classes: classes including background.
+
+    A class prior (`prior`, with `prior_map`: which map), when set, adds its
+    log-probabilities to that map's class scores (see training/imagenet_prior.py).
     """
 
     def __init__(
@@ -38,6 +41,8 @@ class SSDHead(nn.Module):
         self.conf = nn.ModuleList(
             nn.Conv2d(c, a * num_classes, 3, padding=1) for c, a in zip(in_channels, num_anchors)
         )
+        self.prior: nn.Module | None = None
+        self.prior_map = -1
 
     @staticmethod
     def _flatten(x: Tensor, k: int) -> Tensor:
@@ -46,11 +51,13 @@ class SSDHead(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         loc = torch.cat([self._flatten(m(f), 4) for m, f in zip(self.loc, feats)], dim=1)
-        conf = torch.cat(
-            [self._flatten(m(f), self.num_classes) for m, f in zip(self.conf, feats)],
-            dim=1,
-        )
-        return loc, conf
+        confs = []
+        for i, (m, f) in enumerate(zip(self.conf, feats)):
+            c = self._flatten(m(f), self.num_classes)
+            if self.prior is not None and i == self.prior_map:
+                c = c + self.prior(f, m.out_channels // self.num_classes)
+            confs.append(c)
+        return loc, torch.cat(confs, dim=1)
 
 
 class SSD(nn.Module):
@@ -73,6 +80,11 @@ class SSD(nn.Module):
             spec.priors.num_boxes_per_location,
             spec.num_classes,
         )
+        if spec.class_prior == "imagenet":
+            from training.imagenet_prior import PRIOR_MAP, ImageNetClassPrior
+
+            self.head.prior = ImageNetClassPrior(spec.class_names)
+            self.head.prior_map = PRIOR_MAP
         # Derived from the spec, so not part of the state dict.
         self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)

@@ -1,0 +1,159 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.errors import ConfigError
+from training.imagenet_prior import (
+    IMAGENET_GROUPS,
+    NUM_IMAGENET_CLASSES,
+    PRIOR_MAP,
+    ImageNetClassPrior,
+    class_groups,
+    grouped_channels,
+    hold_grouped_weights,
+)
+from training.model import SSD
+from training.spec import ModelSpec, make_spec
+
+VOC = (Path(__file__).resolve().parents[2] / "assets/classes/voc.txt").read_text().split()
+DOG = 200  # an ImageNet dog breed (Chihuahua is 151, the last breed 268)
+
+
+def test_the_groups_cover_the_voc_classes_but_person_without_overlap():
+    assert set(IMAGENET_GROUPS) == set(VOC) - {"person"}
+    seen = [i for g in IMAGENET_GROUPS.values() for i in g]
+    assert len(seen) == len(set(seen)), "an ImageNet class in two groups"
+    assert all(0 <= i < NUM_IMAGENET_CLASSES for i in seen)
+    assert len(IMAGENET_GROUPS["dog"]) == 118
+
+
+def test_class_groups_follow_the_model_classes_and_their_coco_names():
+    groups = class_groups(["person", "dog", "tv", "raccoon"])
+    assert list(groups) == [0, 2, 3]  # background, dog, tv (= tvmonitor); no person, raccoon
+    assert groups[2] == IMAGENET_GROUPS["dog"]
+    assert groups[3] == IMAGENET_GROUPS["tvmonitor"]
+    assert set(groups[0]) == set(range(NUM_IMAGENET_CLASSES)) - set(groups[2]) - set(groups[3])
+
+
+def one_hot_classifier(prior: ImageNetClassPrior, channels: int = 8) -> None:
+    """ImageNet class DOG reads channel 0, every other class nothing: a feature map whose
+    channel 0 is large is a dog, a zero one is uniform over the 1000 classes."""
+    weight = torch.zeros(NUM_IMAGENET_CLASSES, channels)
+    weight[DOG, 0] = 1.0
+    prior.load_imagenet(
+        {"classifier.1.weight": weight, "classifier.1.bias": torch.zeros(NUM_IMAGENET_CLASSES)}
+    )
+
+
+def test_the_prior_is_imagenets_softmax_summed_per_group_for_every_box():
+    prior = ImageNetClassPrior(["person", "dog", "cat"], in_channels=8)
+    one_hot_classifier(prior)
+    f = torch.zeros(1, 8, 2, 3)
+    f[0, 0, 1, 2] = 30.0  # one dog cell: row 1, column 2
+    out = prior(f, anchors=4)
+    assert out.shape == (1, 2 * 3 * 4, 4)  # cells row-major, 4 boxes per cell, 3 + 1 classes
+    p = out.exp()
+    dog_cell = (1 * 3 + 2) * 4
+    assert torch.allclose(p[0, dog_cell : dog_cell + 4, 2], torch.ones(4), atol=1e-4)
+    plain = p[0, 0]  # a uniform cell: each class gets its share of the 1000
+    n_dog, n_cat = len(IMAGENET_GROUPS["dog"]), len(IMAGENET_GROUPS["cat"])
+    rest = (NUM_IMAGENET_CLASSES - n_dog - n_cat) / NUM_IMAGENET_CLASSES
+    expected = torch.tensor([rest, rest, n_dog / 1000, n_cat / 1000])  # bg and person share
+    assert torch.allclose(plain, expected, atol=1e-5)
+    assert out.min() >= torch.log(torch.tensor(prior.eps)) - 1e-4  # the veto is bounded
+
+
+def test_loading_the_classifier_needs_its_tensors():
+    with pytest.raises(ConfigError, match="x.pth: no ImageNet classifier"):
+        ImageNetClassPrior(["dog"]).load_imagenet({}, "x.pth")
+
+
+def test_a_prior_model_adds_the_prior_to_the_10x10_map_only():
+    torch.manual_seed(0)
+    spec = make_spec("mobilenet_v2", ["person", "dog"], class_prior="imagenet")
+    with_prior = SSD(spec).eval()
+    assert with_prior.head.prior is not None
+    assert with_prior.head.prior_map == PRIOR_MAP
+    without = SSD(make_spec("mobilenet_v2", ["person", "dog"])).eval()
+    state = {k: v for k, v in with_prior.state_dict().items() if ".prior." not in k}
+    without.load_state_dict(state)
+    x = torch.rand(1, 3, 300, 300) * 255
+    with torch.no_grad():
+        loc_a, conf_a = with_prior(x)
+        loc_b, conf_b = without(x)
+        feats = with_prior.backbone(with_prior.normalize(x))
+        prior = with_prior.head.prior(feats[PRIOR_MAP], 6)
+    assert torch.equal(loc_a, loc_b)
+    start = 38 * 38 * 4 + 19 * 19 * 6
+    end = start + 10 * 10 * 6
+    assert torch.allclose(conf_a[:, :start], conf_b[:, :start])
+    assert torch.allclose(conf_a[:, end:], conf_b[:, end:])
+    assert torch.allclose(conf_a[:, start:end], conf_b[:, start:end] + prior, atol=1e-5)
+
+
+def test_the_spec_names_the_prior_only_when_there_is_one():
+    plain = make_spec("mobilenet_v2", VOC)
+    assert "class_prior" not in json.loads(plain.to_json())  # older files read the same
+    spec = make_spec("mobilenet_v2", VOC, class_prior="imagenet")
+    assert ModelSpec.from_json(spec.to_json()).class_prior == "imagenet"
+    with pytest.raises(ConfigError, match="needs the mobilenet_v2 backbone"):
+        make_spec("vgg16", VOC, class_prior="imagenet")
+    with pytest.raises(ConfigError, match="unknown class prior 'clip'"):
+        make_spec("mobilenet_v2", VOC, class_prior="clip")
+
+
+def test_hold_grouped_weights_keeps_them_at_zero_through_sgd_with_weight_decay():
+    torch.manual_seed(0)
+    model = SSD(make_spec("mobilenet_v2", ["person", "dog"], class_prior="imagenet"))
+    conv = model.head.conf[PRIOR_MAP]
+    rows = grouped_channels(model)
+    assert rows == [a * 3 + 2 for a in range(6)]  # dog of each box shape; not bg, not person
+    assert hold_grouped_weights(model) == 6
+    assert not conv.weight[rows].any()
+    free = [r for r in range(conv.out_channels) if r not in rows]
+    bias_before, free_before = conv.bias.detach().clone(), conv.weight[free].detach().clone()
+    opt = torch.optim.SGD(model.head.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for _ in range(3):
+        opt.zero_grad()
+        _, c = model(torch.rand(2, 3, 300, 300) * 255)
+        c.logsumexp(-1).mean().backward()
+        opt.step()
+    assert not conv.weight[rows].any()
+    assert not torch.equal(conv.weight[free], free_before)  # bg and person learn features
+    assert not torch.equal(conv.bias[rows], bias_before[rows])  # the dog biases learn
+    assert model.head.prior.classifier.weight.grad is None  # the classifier is fixed
+
+
+def test_the_teacher_loss_is_zero_for_imagenets_own_backbone_and_trains_a_drifted_one():
+    from training.imagenet_prior import ImageNetTeacher
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+
+    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
+    model = import_torchvision_mobilenet_v2(imagenet, ["dog"], class_prior="imagenet")
+    model.backbone.freeze_statistics()
+    model.train()
+    bn = [m for m in model.backbone.features.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn
+    assert not any(m.training for m in bn)  # ImageNet's statistics, as the teacher's
+    assert all(m.training for m in model.backbone.extras.modules())
+    teacher = ImageNetTeacher(imagenet)
+    teacher.train()
+    assert not teacher.training
+    teacher.watch(model)
+    x = torch.rand(2, 3, 300, 300) * 255
+    model(x)
+    assert teacher.loss(model, x).item() < 1e-6
+    with torch.no_grad():
+        model.backbone.features[17].conv[0][0].weight.mul_(1.5)
+    model(x)
+    loss = teacher.loss(model, x)
+    assert loss.item() > 1e-3
+    loss.backward()
+    assert model.backbone.features[17].conv[0][0].weight.grad.abs().sum() > 0
+    assert model.head.prior.classifier.weight.grad is None
