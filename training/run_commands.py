@@ -43,6 +43,11 @@ _TRAIN_OPTIONS = [
         "with --imagenet-prior and a backbone that trains: weight of the distillation loss "
         "that keeps its features ImageNet's (default 1)",
     ),
+    (
+        "--backbone-lr-scale",
+        float,
+        "the backbone's learning rate as a fraction of --lr (default 1: the same)",
+    ),
     ("--eval-every", int, "validate every N epochs (default 1, 0: never)"),
     ("--checkpoint-minutes", float, "minutes between mid-epoch checkpoints (default 10)"),
 ]

@@ -55,6 +55,9 @@ class TrainConfig:
     # distillation (Learning without Forgetting) with this weight.
     imagenet_prior: bool = False
     distill_weight: float = 1.0
+    # The backbone's learning rate as a fraction of --lr (1: the same; small: its ImageNet
+    # features move less while the extra layers and heads learn).
+    backbone_lr_scale: float = 1.0
     # Optimization (the paper's SGD).
     epochs: int = 120
     batch_size: int = 32
@@ -112,6 +115,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ConfigError(f"backbone lr scale must be in (0, 1], got {self.backbone_lr_scale}")
         if self.distill_weight < 0:
             raise ConfigError(f"distill weight must be 0 or more, got {self.distill_weight}")
         if not 0 <= self.repeat_threshold <= 1:
@@ -359,14 +364,22 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        decay, no_decay = [], []
-        for _name, p in self.model.named_parameters():
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
+                # One group per (scaled, decayed) pair; without a scale the two groups of
+                # older checkpoints, so --resume still loads their optimizer state.
+                scaled = cfg.backbone_lr_scale != 1 and name.startswith("backbone.")
+                key = (scaled, p.ndim <= 1)
+                groups.setdefault(key, []).append(p)
         self.optimizer = torch.optim.SGD(
             [
-                {"params": decay, "weight_decay": cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
+                {
+                    "params": params,
+                    "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                    "lr_scale": cfg.backbone_lr_scale if scaled else 1.0,
+                }
+                for (scaled, no_decay), params in sorted(groups.items())
             ],
             lr=cfg.lr,
             momentum=cfg.momentum,
@@ -619,7 +632,7 @@ class Trainer:
                     wait = t0 - t_wait
                     lr = lr_at(cfg, global_step, self.total_steps)
                     for g in self.optimizer.param_groups:
-                        g["lr"] = lr
+                        g["lr"] = lr * g["lr_scale"]
                     parts = self._step(images, boxes, labels, valid, encode_targets)
                     stop = self._sync(parts)  # all ranks see the same loss and stop request
                     loss = parts["loss"]

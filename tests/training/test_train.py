@@ -522,3 +522,35 @@ def test_imagenet_prior_on_the_command_line(tmp_path):
     args = parser.parse_args(["train", "--data", str(tmp_path), "--imagenet-prior"])
     assert config_from_args(args).imagenet_prior
     assert not config_from_args(parser.parse_args(["train", "--data", "x"])).imagenet_prior
+
+
+def test_backbone_lr_scale_slows_only_the_backbone(shared_data, tmp_path):
+    seen = []
+    cfg = config(shared_data, tmp_path, n=2, epochs=1, lr=4e-3, backbone_lr_scale=0.25)
+    trainer = Trainer(cfg, quiet=True)
+    step = trainer._step
+
+    def record(*args):
+        named = trainer.model.named_parameters()
+        backbone = {id(p) for n, p in named if n.startswith("backbone.")}
+        groups = trainer.optimizer.param_groups
+        seen.append([(g["lr"], {id(p) in backbone for p in g["params"]}) for g in groups])
+        return step(*args)
+
+    trainer._step = record
+    trainer.run()
+    assert seen
+    for groups in seen:
+        head = [lr for lr, kind in groups if kind == {False}]
+        body = [lr for lr, kind in groups if kind == {True}]
+        assert len(head) == 2, groups  # decayed and not, each
+        assert len(body) == 2, groups
+        assert all(b == pytest.approx(head[0] * 0.25) for b in body)
+    with pytest.raises(ConfigError, match="backbone lr scale must be in \\(0, 1\\]"):
+        config(shared_data, tmp_path, backbone_lr_scale=0).validate()
+
+
+def test_without_a_backbone_lr_scale_the_optimizer_keeps_two_groups(shared_data, tmp_path):
+    trainer = Trainer(config(shared_data, tmp_path, n=2, epochs=1), quiet=True)
+    trainer._build()
+    assert len(trainer.optimizer.param_groups) == 2  # older checkpoints' optimizer state loads
