@@ -17,6 +17,11 @@ grouped classes only a bias per default-box shape: their feature weights on this
 held at zero (`hold_grouped_weights`), so a handful of training boxes cannot override
 ImageNet's view of what a dog looks like. It is a transfer of a classifier's knowledge to a
 detector, as LSDA and YOLO9000 do with ImageNet, not more training data.
+
+Class prior 'imagenet-twin' reads the classifier on a frozen twin of ImageNet's MobileNetV2
+(`ImageNetTwin`) instead of the detector's own 10x10 map. The detector's backbone then trains
+freely for boxes and person, as a model without the prior does, while the class evidence
+stays exactly ImageNet's; the price is a second MobileNetV2 pass (about 0.6 GMAC at 300x300).
 """
 
 from __future__ import annotations
@@ -97,6 +102,32 @@ def load_classifier(conv: nn.Conv2d, state: dict[str, Tensor], source: str) -> N
         conv.bias.copy_(bias)
 
 
+class ImageNetTwin(nn.Module):
+    """A frozen copy of ImageNet's MobileNetV2 up to its final 1x1 conv: normalized images
+    [B, 3, 300, 300] -> the 10x10x1280 map its classifier reads. Always in eval mode (its
+    batch-norm statistics are ImageNet's) and never trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from training.backbones import MobileNetV2Backbone
+
+        self.features = MobileNetV2Backbone().features
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def load_imagenet(self, state: dict[str, Tensor], source: str = "ImageNet weights") -> None:
+        features = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
+        try:
+            self.features.load_state_dict(features)
+        except RuntimeError as e:
+            raise ConfigError(f"{source}: not torchvision's MobileNetV2 features ({e})") from None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
 class ImageNetClassPrior(nn.Module):
     """log P_ImageNet(group of each class) per default box of the prior map.
 
@@ -161,20 +192,23 @@ def hold_grouped_weights(model) -> int:
     return len(rows)
 
 
-def with_imagenet_prior(model, imagenet: dict[str, Tensor]):
-    """The same MobileNetV2 detector with the ImageNet class prior added (its weights kept,
-    the classifier from `imagenet`, torchvision's MobileNetV2 state dict)."""
+def with_imagenet_prior(model, imagenet: dict[str, Tensor], kind: str = "imagenet"):
+    """The same MobileNetV2 detector with the ImageNet class prior `kind` ('imagenet' or
+    'imagenet-twin') added: its weights kept, the classifier (and the twin) from `imagenet`,
+    torchvision's MobileNetV2 state dict."""
     import dataclasses
 
     from training.model import SSD
 
     if model.spec.backbone != "mobilenet_v2":
         raise ConfigError(f"--imagenet-prior needs a mobilenet_v2 model, not {model.spec.backbone}")
-    new = SSD(dataclasses.replace(model.spec, class_prior="imagenet"))
+    new = SSD(dataclasses.replace(model.spec, class_prior=kind))
     missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected, unexpected
-    assert all(k.startswith("head.prior.") for k in missing), missing
+    assert all(k.startswith(("head.prior.", "prior_twin.")) for k in missing), missing
     new.head.prior.load_imagenet(imagenet)
+    if new.prior_twin is not None:
+        new.prior_twin.load_imagenet(imagenet)
     return new
 
 

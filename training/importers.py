@@ -214,6 +214,8 @@ def import_torchvision_mobilenet_v2(
     _load_partial(model, tensors, source)
     if model.head.prior is not None:
         model.head.prior.load_imagenet(sd, source)
+    if model.prior_twin is not None:
+        model.prior_twin.load_imagenet(sd, source)
     return model
 
 

@@ -49,13 +49,18 @@ class SSDHead(nn.Module):
         # [B, A*k, H, W] -> [B, H*W*A, k]
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k)
 
-    def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, feats: Sequence[Tensor], prior_feats: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Source maps -> (loc, conf); the prior reads `prior_feats` when given, else the
+        prior map itself."""
         loc = torch.cat([self._flatten(m(f), 4) for m, f in zip(self.loc, feats)], dim=1)
         confs = []
         for i, (m, f) in enumerate(zip(self.conf, feats)):
             c = self._flatten(m(f), self.num_classes)
             if self.prior is not None and i == self.prior_map:
-                c = c + self.prior(f, m.out_channels // self.num_classes)
+                source = f if prior_feats is None else prior_feats
+                c = c + self.prior(source, m.out_channels // self.num_classes)
             confs.append(c)
         return loc, torch.cat(confs, dim=1)
 
@@ -80,11 +85,14 @@ class SSD(nn.Module):
             spec.priors.num_boxes_per_location,
             spec.num_classes,
         )
-        if spec.class_prior == "imagenet":
-            from training.imagenet_prior import PRIOR_MAP, ImageNetClassPrior
+        self.prior_twin: nn.Module | None = None
+        if spec.class_prior in ("imagenet", "imagenet-twin"):
+            from training.imagenet_prior import PRIOR_MAP, ImageNetClassPrior, ImageNetTwin
 
             self.head.prior = ImageNetClassPrior(spec.class_names)
             self.head.prior_map = PRIOR_MAP
+            if spec.class_prior == "imagenet-twin":
+                self.prior_twin = ImageNetTwin()
         # Derived from the spec, so not part of the state dict.
         self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
@@ -117,7 +125,9 @@ class SSD(nn.Module):
             raise ValueError(
                 f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}"
             )
-        return self.head(self.backbone(self.normalize(images)))
+        x = self.normalize(images)
+        twin = None if self.prior_twin is None else self.prior_twin(x)
+        return self.head(self.backbone(x), twin)
 
     def detect_postprocessor(self) -> PostProcessor:
         """The paper's evaluation post-processing (score 0.01, NMS 0.45, 200 per image)."""

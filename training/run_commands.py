@@ -95,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ImageNet's (--distill-weight). For small data: classes with few training boxes "
         "keep what ImageNet knows of them",
     )
+    p.add_argument(
+        "--prior-twin",
+        action="store_true",
+        help="--imagenet-prior read on a frozen twin of ImageNet's MobileNetV2 instead of the "
+        "detector's own map: the backbone trains freely (no distillation); inference runs a "
+        "second MobileNetV2",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
 
@@ -144,8 +151,10 @@ def config_from_args(args: argparse.Namespace):
         given["keep_difficult"] = True
     if args.freeze_backbone:
         given["freeze_backbone"] = True
-    if args.imagenet_prior:
+    if args.imagenet_prior or args.prior_twin:
         given["imagenet_prior"] = True
+    if args.prior_twin:
+        given["prior_twin"] = True
     return cfg.updated(given)
 
 

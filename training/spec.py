@@ -87,7 +87,8 @@ class ModelSpec:
         variances: the box coder's variances.
         extra: free-form provenance (importer, training command, ...), JSON-safe.
         class_prior: 'imagenet' adds ImageNet's classifier to the class scores of
-            MobileNetV2's 10x10 map (training/imagenet_prior.py); None (default): no prior.
+            MobileNetV2's 10x10 map (training/imagenet_prior.py); 'imagenet-twin' reads it on
+            a frozen twin of ImageNet's MobileNetV2 instead; None (default): no prior.
     """
 
     backbone: str
@@ -119,8 +120,10 @@ class ModelSpec:
             raise ConfigError(f"variances must be four positive numbers, got {self.variances}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError("mean and std need three values each, std positive")
-        if self.class_prior not in (None, "imagenet"):
-            raise ConfigError(f"unknown class prior {self.class_prior!r} (known: imagenet)")
+        if self.class_prior not in (None, "imagenet", "imagenet-twin"):
+            raise ConfigError(
+                f"unknown class prior {self.class_prior!r} (known: imagenet, imagenet-twin)"
+            )
         if self.class_prior and self.backbone != "mobilenet_v2":
             raise ConfigError("the ImageNet class prior needs the mobilenet_v2 backbone")
 

@@ -54,6 +54,9 @@ class TrainConfig:
     # (training/imagenet_prior.py). A backbone that trains is then kept ImageNet's by
     # distillation (Learning without Forgetting) with this weight.
     imagenet_prior: bool = False
+    # With imagenet_prior: the classifier reads a frozen twin of ImageNet's MobileNetV2, and
+    # the detector's backbone trains freely (no distillation; a second backbone pass).
+    prior_twin: bool = False
     distill_weight: float = 1.0
     # The backbone's learning rate as a fraction of --lr (1: the same; small: its ImageNet
     # features move less while the extra layers and heads learn).
@@ -123,6 +126,8 @@ class TrainConfig:
             raise ConfigError(
                 f"repeat threshold must be between 0 (off) and 1, got {self.repeat_threshold}"
             )
+        if self.prior_twin and not self.imagenet_prior:
+            raise ConfigError("prior twin: it is a kind of --imagenet-prior; give both")
         if self.imagenet_prior:
             self._check_prior()
         if self.freeze_backbone and not self.weights:
@@ -316,7 +321,7 @@ class Trainer:
         if cfg.imagenet_prior and not model.spec.class_prior:  # a model from --weights
             from training.imagenet_prior import with_imagenet_prior
 
-            model = with_imagenet_prior(model, self._imagenet_weights())
+            model = with_imagenet_prior(model, self._imagenet_weights(), self._prior_kind())
         self.spec = model.spec
         if cfg.freeze_backbone:
             self._freeze(model)
@@ -412,6 +417,9 @@ class Trainer:
 
         return read_checkpoint(self.cfg.backbone_weights or mobilenet_v2_imagenet_path())
 
+    def _prior_kind(self) -> str:
+        return "imagenet-twin" if self.cfg.prior_twin else "imagenet"
+
     def _hold_prior(self, model) -> None:
         """A model with the ImageNet class prior trains with its grouped classes' weights on
         the prior map held at zero; a backbone that trains is distilled towards ImageNet's
@@ -420,7 +428,9 @@ class Trainer:
 
         held = hold_grouped_weights(model)
         how = "frozen backbone"
-        if not self.cfg.freeze_backbone:
+        if model.prior_twin is not None:
+            how = "read on a frozen twin of ImageNet's MobileNetV2"
+        elif not self.cfg.freeze_backbone:
             from training.imagenet_prior import ImageNetTeacher
 
             self.teacher = ImageNetTeacher(self._imagenet_weights())
@@ -488,7 +498,7 @@ class Trainer:
                 class_names,
                 cfg.priors,
                 source=str(path),
-                class_prior="imagenet" if cfg.imagenet_prior else None,
+                class_prior=self._prior_kind() if cfg.imagenet_prior else None,
             )
         if cfg.pretrained and cfg.backbone == "vgg16" and cfg.backbone_weights:
             return import_torchvision_vgg16(
