@@ -157,3 +157,66 @@ def test_the_teacher_loss_is_zero_for_imagenets_own_backbone_and_trains_a_drifte
     loss.backward()
     assert model.backbone.features[17].conv[0][0].weight.grad.abs().sum() > 0
     assert model.head.prior.classifier.weight.grad is None
+
+
+def imagenet_state():
+    from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
+
+    return read_checkpoint(mobilenet_v2_imagenet_path())
+
+
+def test_the_twin_is_imagenets_backbone_frozen_and_always_in_eval_mode():
+    from training.importers import import_torchvision_mobilenet_v2
+
+    model = import_torchvision_mobilenet_v2(imagenet_state(), ["dog"], class_prior="imagenet-twin")
+    twin = model.prior_twin
+    assert twin is not None
+    model.train()
+    assert not twin.training
+    assert not any(m.training for m in twin.modules())  # ImageNet's batch-norm statistics
+    assert not any(p.requires_grad for p in twin.parameters())
+    model.eval()
+    x = model.normalize(torch.rand(1, 3, 300, 300) * 255)
+    with torch.no_grad():  # freshly imported, the detector's map is still ImageNet's too
+        assert torch.allclose(twin(x), model.backbone(x)[PRIOR_MAP], atol=1e-5)
+
+
+def test_a_twin_prior_reads_the_twin_and_leaves_the_detector_as_it_was():
+    """with_imagenet_prior(kind='imagenet-twin') on a trained (here: random) detector: boxes
+    and the other maps' scores are the detector's; the 10x10 map's scores gain the prior read
+    on the twin, not on the detector's own map."""
+    from training.imagenet_prior import with_imagenet_prior
+
+    torch.manual_seed(0)
+    detector = SSD(make_spec("mobilenet_v2", ["person", "dog"])).eval()
+    model = with_imagenet_prior(detector, imagenet_state(), "imagenet-twin").eval()
+    assert model.spec.class_prior == "imagenet-twin"
+    x = torch.rand(1, 3, 300, 300) * 255
+    with torch.no_grad():
+        loc_a, conf_a = model(x)
+        loc_b, conf_b = detector(x)
+        twin = model.prior_twin(model.normalize(x))
+        own = model.backbone(model.normalize(x))[PRIOR_MAP]
+        prior = model.head.prior(twin, 6)
+        assert not torch.allclose(model.head.prior(own, 6), prior, atol=1e-2)
+    assert torch.equal(loc_a, loc_b)
+    start = 38 * 38 * 4 + 19 * 19 * 6
+    end = start + 10 * 10 * 6
+    assert torch.allclose(conf_a[:, :start], conf_b[:, :start])
+    assert torch.allclose(conf_a[:, end:], conf_b[:, end:])
+    assert torch.allclose(conf_a[:, start:end], conf_b[:, start:end] + prior, atol=1e-5)
+
+
+def test_a_twin_model_saves_and_loads_whole(tmp_path):
+    from training.imagenet_prior import with_imagenet_prior
+    from training.weights import load_detector, save_detector
+
+    torch.manual_seed(0)
+    detector = SSD(make_spec("mobilenet_v2", ["dog"]))
+    model = with_imagenet_prior(detector, imagenet_state(), "imagenet-twin").eval()
+    loaded = load_detector(save_detector(model, tmp_path / "twin.safetensors")).eval()
+    assert loaded.spec.class_prior == "imagenet-twin"
+    x = torch.rand(1, 3, 300, 300) * 255
+    with torch.no_grad():
+        assert torch.allclose(model(x)[1], loaded(x)[1], atol=1e-4)
+    assert ModelSpec.from_json(model.spec.to_json()).class_prior == "imagenet-twin"

@@ -524,6 +524,63 @@ def test_imagenet_prior_on_the_command_line(tmp_path):
     assert not config_from_args(parser.parse_args(["train", "--data", "x"])).imagenet_prior
 
 
+def test_prior_twin_trains_the_detector_and_keeps_the_twin_imagenets(shared_data, tmp_path):
+    """--prior-twin on a model from --weights: the twin and classifier stay ImageNet's, the
+    detector's backbone trains (no distillation), the grouped weights stay zero."""
+    from training.imagenet_prior import PRIOR_MAP, grouped_channels
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+    from training.weights import load_detector, save_detector
+
+    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
+    start_model = import_torchvision_mobilenet_v2(imagenet, ["raccoon", "dog"])
+    start = save_detector(start_model, tmp_path / "start.safetensors")
+    records = []
+    cfg = config(
+        shared_data,
+        tmp_path,
+        n=4,
+        epochs=2,
+        lr=5e-3,
+        weights=str(start),
+        imagenet_prior=True,
+        prior_twin=True,
+    )
+    Trainer(cfg, quiet=True, on_step=records.append).run()
+    assert records
+    assert all("distill" not in r for r in records)
+    model = load_detector(Path(cfg.output) / "last.safetensors")
+    assert model.spec.class_prior == "imagenet-twin"
+    twin = {
+        k[len("prior_twin.features.") :]: v
+        for k, v in model.state_dict().items()
+        if k.startswith("prior_twin.features.")
+    }
+    assert twin
+    for k, v in twin.items():  # weights and batch-norm statistics as ImageNet's
+        assert torch.equal(v, imagenet["features." + k]), k
+    own = model.backbone.features.state_dict()
+    assert any(not torch.equal(own[k], imagenet["features." + k]) for k in twin)
+    assert not model.head.conf[PRIOR_MAP].weight[grouped_channels(model)].any()
+
+
+def test_prior_twin_on_the_command_line_is_a_kind_of_imagenet_prior(tmp_path):
+    import argparse
+
+    from training.run_commands import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    cfg = config_from_args(parser.parse_args(["train", "--data", "x", "--prior-twin"]))
+    assert cfg.imagenet_prior
+    assert cfg.prior_twin
+    with pytest.raises(ConfigError, match="prior twin: it is a kind of --imagenet-prior"):
+        TrainConfig(data="x", prior_twin=True).validate()
+
+
 def test_backbone_lr_scale_slows_only_the_backbone(shared_data, tmp_path):
     seen = []
     cfg = config(shared_data, tmp_path, n=2, epochs=1, lr=4e-3, backbone_lr_scale=0.25)
