@@ -128,23 +128,58 @@ class ImageNetTwin(nn.Module):
         return self.features(x)
 
 
+def box_pooling(boxes: Tensor, size: int, cell: float) -> Tensor:
+    """Weights that average a size x size map over each box.
+
+    Args:
+        boxes: [A, 4] (cx, cy, w, h), normalized to the image.
+        size: the map's side in cells; cell j spans [j * cell, (j + 1) * cell].
+        cell: a cell's side, normalized (SSD's step / image size).
+
+    Returns:
+        [A, size * size] (cells row-major): the area of each cell inside the box, each row
+        summing to 1, so weights @ map.flatten() is the map's mean over the box.
+    """
+    edges = torch.arange(size + 1, dtype=torch.float64) * cell
+    b = boxes.to(torch.float64)
+
+    def overlap(centre: Tensor, side: Tensor) -> Tensor:  # [A] -> [A, size]
+        lo = torch.maximum((centre - side / 2)[:, None], edges[:-1])
+        hi = torch.minimum((centre + side / 2)[:, None], edges[1:])
+        return (hi - lo).clamp(min=0)
+
+    w = (overlap(b[:, 1], b[:, 3])[:, :, None] * overlap(b[:, 0], b[:, 2])[:, None, :]).flatten(1)
+    return (w / w.sum(1, keepdim=True)).float()
+
+
 class ImageNetClassPrior(nn.Module):
     """log P_ImageNet(group of each class) per default box of the prior map.
 
     Holds the classifier as a fixed 1x1 convolution (`classifier`, torchvision's
     `classifier.1`) and the class-to-group membership as a buffer (`groups`, [K, 1000]).
+    With `pool`, each default box is classified as ImageNet classifies an image: its logits
+    are those of the features averaged over the box (the classifier is linear, so this is
+    the average of the cells' logits, weighted by `box_pooling`). Without it each box reads
+    only its own cell, and every box shape of a cell gets the same prior.
 
     Args:
         class_names: the model's foreground classes (VOC or COCO names find their group).
         in_channels: channels of the prior map (MobileNetV2: 1280).
         eps: floor of a group probability, so the prior's veto is at most log(eps) (-9.2)
             and stays finite in FP16.
+        pool: [boxes of the map, cells of the map] weights (`box_pooling`), derived from the
+            default boxes, so not part of the state dict.
     """
 
     def __init__(
-        self, class_names: Sequence[str], in_channels: int = PRIOR_CHANNELS, eps: float = 1e-4
+        self,
+        class_names: Sequence[str],
+        in_channels: int = PRIOR_CHANNELS,
+        eps: float = 1e-4,
+        pool: Tensor | None = None,
     ) -> None:
         super().__init__()
+        self.register_buffer("pool", pool, persistent=False)
         groups = class_groups(class_names)
         k = len(class_names) + 1
         member = torch.zeros(k, NUM_IMAGENET_CLASSES, 1, 1)
@@ -162,7 +197,17 @@ class ImageNetClassPrior(nn.Module):
     def forward(self, features: Tensor, anchors: int) -> Tensor:
         """[B, C, H, W] prior-map features -> [B, H*W*anchors, K] log-probabilities, laid
         out as SSDHead's class scores (cells row-major, the boxes of a cell together)."""
-        p = torch.softmax(self.classifier(features), dim=1)
+        logits = self.classifier(features)
+        if self.pool is not None:
+            b, n = logits.shape[0], self.pool.shape[0]
+            if n != logits.shape[2] * logits.shape[3] * anchors:
+                raise ValueError(f"{n} pooled boxes for a {list(logits.shape[2:])} map")
+            boxes = torch.matmul(logits.flatten(2), self.pool.t().to(logits.dtype))  # [B, 1000, N]
+            p = torch.softmax(boxes, dim=1)
+            groups = self.groups.to(p.dtype).flatten(1)  # [K, 1000]
+            logp = torch.log(torch.matmul(groups, p).clamp(min=self.eps))  # [B, K, N]
+            return logp.transpose(1, 2)
+        p = torch.softmax(logits, dim=1)
         logp = torch.log(F.conv2d(p, self.groups.to(p.dtype)).clamp(min=self.eps))
         b, k = logp.shape[:2]
         logp = logp.permute(0, 2, 3, 1).reshape(b, -1, 1, k).expand(-1, -1, anchors, -1)

@@ -85,20 +85,31 @@ class SSD(nn.Module):
             spec.priors.num_boxes_per_location,
             spec.num_classes,
         )
+        # Derived from the spec, so not part of the state dict.
+        self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
         self.prior_twin: nn.Module | None = None
         if spec.class_prior in ("imagenet", "imagenet-twin"):
             from training.imagenet_prior import PRIOR_MAP, ImageNetClassPrior, ImageNetTwin
 
-            self.head.prior = ImageNetClassPrior(spec.class_names)
+            self.head.prior = ImageNetClassPrior(spec.class_names, pool=self._prior_pool(PRIOR_MAP))
             self.head.prior_map = PRIOR_MAP
             if spec.class_prior == "imagenet-twin":
                 self.prior_twin = ImageNetTwin()
-        # Derived from the spec, so not part of the state dict.
-        self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.coder = BoxCoder(spec.variances)
         self.reset_parameters()
+
+    def _prior_pool(self, k: int) -> Tensor:
+        """box_pooling weights of map k's default boxes over its cells."""
+        from training.imagenet_prior import box_pooling
+
+        p = self.spec.priors
+        sizes = [f * f * n for f, n in zip(p.feature_maps, p.num_boxes_per_location)]
+        start = sum(sizes[:k])
+        boxes = self.priors[start : start + sizes[k]]
+        cell = p.steps[k] / p.image_size if p.steps is not None else 1 / p.feature_maps[k]
+        return box_pooling(boxes, p.feature_maps[k], cell)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform convolutions with zero bias (as the Caffe release), BN to identity."""

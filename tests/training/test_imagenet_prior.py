@@ -10,6 +10,7 @@ from training.imagenet_prior import (
     NUM_IMAGENET_CLASSES,
     PRIOR_MAP,
     ImageNetClassPrior,
+    box_pooling,
     class_groups,
     grouped_channels,
     hold_grouped_weights,
@@ -63,6 +64,64 @@ def test_the_prior_is_imagenets_softmax_summed_per_group_for_every_box():
     expected = torch.tensor([rest, rest, n_dog / 1000, n_cat / 1000])  # bg and person share
     assert torch.allclose(plain, expected, atol=1e-5)
     assert out.min() >= torch.log(torch.tensor(prior.eps)) - 1e-4  # the veto is bounded
+
+
+def test_box_pooling_averages_the_cells_a_box_covers():
+    boxes = torch.tensor(
+        [
+            [0.625, 0.375, 0.25, 0.25],  # exactly cell (row 1, column 2)
+            [0.5, 0.125, 0.25, 0.25],  # half of (0, 1), half of (0, 2)
+            [0.0, 0.0, 0.25, 0.25],  # a quarter of (0, 0), the rest outside the map
+            [0.5, 0.5, 1.0, 1.0],  # everything
+        ]
+    )
+    w = box_pooling(boxes, size=4, cell=0.25)
+    assert w.shape == (4, 16)
+    assert torch.allclose(w.sum(1), torch.ones(4))
+    assert w[0, 1 * 4 + 2] == pytest.approx(1.0)
+    assert w[1, 1] == pytest.approx(0.5)
+    assert w[1, 2] == pytest.approx(0.5)
+    assert w[2, 0] == pytest.approx(1.0)  # only the part on the map counts
+    assert torch.allclose(w[3], torch.full((16,), 1 / 16))
+
+
+def test_a_pooled_prior_classifies_each_box_as_imagenet_classifies_an_image():
+    """Logits of the features averaged over the box (the classifier is linear): on a 2x3
+    map, each cell has two boxes, the cell itself and the whole map; the dog cell's own box
+    is a dog, a whole-map box has a sixth of its dog logit."""
+    cells = [((c + 0.5) / 3, (r + 0.5) / 2) for r in range(2) for c in range(3)]
+    boxes = torch.tensor([b for x, y in cells for b in ([x, y, 1 / 3, 0.5], [0.5, 0.5, 1, 1])])
+    pool = box_pooling(boxes * torch.tensor([1.0, 2 / 3, 1.0, 2 / 3]), size=3, cell=1 / 3)
+    pool = pool[:, :6] / pool[:, :6].sum(1, keepdim=True)  # the map's two rows of three
+    prior = ImageNetClassPrior(["person", "dog"], in_channels=8, pool=pool)
+    one_hot_classifier(prior)
+    f = torch.zeros(1, 8, 2, 3)
+    f[0, 0, 1, 2] = 30.0
+    out = prior(f, anchors=2)
+    assert out.shape == (1, 12, 3)
+    p_dog = out.exp()[0, :, 2]
+    dog_cell = 1 * 3 + 2
+    assert p_dog[2 * dog_cell] == pytest.approx(1.0, abs=1e-4)
+    assert p_dog[0] == pytest.approx(len(IMAGENET_GROUPS["dog"]) / 1000, abs=1e-5)
+    e = float(torch.tensor(5.0).exp())  # the whole map: dog logit 30 / 6, the other 999 zero
+    whole = (len(IMAGENET_GROUPS["dog"]) - 1 + e) / (999 + e)
+    assert torch.allclose(p_dog[1::2], torch.full((6,), whole), atol=1e-5)
+    with pytest.raises(ValueError, match="12 pooled boxes for a \\[2, 3\\] map"):
+        prior(f, anchors=1)
+    assert "pool" not in prior.state_dict()  # derived from the default boxes
+
+
+def test_a_prior_model_pools_each_default_box_of_the_10x10_map():
+    model = SSD(make_spec("mobilenet_v2", ["dog"], class_prior="imagenet"))
+    pool = model.head.prior.pool
+    start = 38 * 38 * 4 + 19 * 19 * 6
+    assert pool.shape == (10 * 10 * 6, 10 * 10)
+    boxes = model.priors[start : start + 600]
+    assert torch.equal(pool, box_pooling(boxes, 10, 32 / 300))
+    # a centre cell's 3:1 box spans more columns than rows, its 1:3 box the opposite
+    wide, tall = (pool[55 * 6 + i].view(10, 10) > 0 for i in (4, 5))
+    assert wide.any(0).sum() > wide.any(1).sum()
+    assert tall.any(1).sum() > tall.any(0).sum()
 
 
 def test_loading_the_classifier_needs_its_tensors():
