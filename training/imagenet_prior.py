@@ -1,27 +1,33 @@
 """ImageNet's classifier as a class prior for SSD300-MobileNetV2 (`train --imagenet-prior`).
 
 MobileNetV2's 10x10x1280 source map is the very feature map its ImageNet classifier pools
-and reads with one linear layer, so that layer applied at every cell scores ImageNet's 1000
-classes per cell (a class activation map). Nineteen of the twenty VOC classes are groups of
-ImageNet classes (dog: the 118 breeds; car: sports car, cab, jeep, ...); person has none.
+and reads with one linear layer. Averaged over a default box instead of the whole image, the
+same layer classifies the box into ImageNet's 1000 classes; the layer is linear, so that is
+the average of the cells' logits weighted by the area the box covers (`box_pooling`).
+Nineteen of the twenty VOC classes are groups of ImageNet classes (dog: the 118 breeds; car:
+sports car, cab, jeep, ...); person has none.
 
-With the prior, the class scores of that map's default boxes become
+With the prior, the class scores of the default boxes of the 10x10 map and the larger maps
+(`PRIOR_TARGETS`: boxes from 0.37 of the image side up) become
 
-    score(class c) = learned(c) + log P_ImageNet(group of c)
+    score(class c) = learned(c) + log P_ImageNet(group of c | box)
 
-(a product of experts): ImageNet's softmax summed over each class's group, with background
-and the classes without a group (person) sharing the ungrouped rest. The classifier is
-fixed and the backbone frozen, so the prior stays what ImageNet learned from over a million
-images. Training learns the boxes, the other five maps, person's features, and for the
-grouped classes only a bias per default-box shape: their feature weights on this map are
+(a product of experts): ImageNet's softmax summed over each class's group; background gets
+the ungrouped rest, and a class without a group (person) gets 1: ImageNet knows nothing of
+it, so the prior leaves its score alone. The classifier is
+fixed. Training learns the boxes, the small maps, person's features, and for the grouped
+classes on those maps only a bias per default-box shape: their feature weights there are
 held at zero (`hold_grouped_weights`), so a handful of training boxes cannot override
 ImageNet's view of what a dog looks like. It is a transfer of a classifier's knowledge to a
 detector, as LSDA and YOLO9000 do with ImageNet, not more training data.
 
-Class prior 'imagenet-twin' reads the classifier on a frozen twin of ImageNet's MobileNetV2
-(`ImageNetTwin`) instead of the detector's own 10x10 map. The detector's backbone then trains
-freely for boxes and person, as a model without the prior does, while the class evidence
-stays exactly ImageNet's; the price is a second MobileNetV2 pass (about 0.6 GMAC at 300x300).
+Two kinds (ModelSpec.class_prior):
+- 'imagenet' reads the detector's own 10x10 map. Its features must stay ImageNet's: a frozen
+  backbone, or distillation towards ImageNet's network (`ImageNetTeacher`).
+- 'imagenet-twin' reads a frozen twin of ImageNet's MobileNetV2 (`ImageNetTwin`). The
+  detector's backbone keeps what fine-tuning taught it (person, boxes) while the class
+  evidence stays exactly ImageNet's; the price is a second MobileNetV2 pass (1.35 -> 2.04
+  GMAC at 300x300).
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ IMAGENET_GROUPS: dict[str, tuple[int, ...]] = {
 NUM_IMAGENET_CLASSES = 1000
 # The source map the classifier reads: MobileNetV2's final 1x1 conv (10x10x1280).
 PRIOR_MAP = 2
+# The maps whose default boxes get the prior: the source map's and the larger ones (boxes
+# from 0.37 of the image side up), which cover enough of the 10x10 map to be classified.
+PRIOR_TARGETS = (2, 3, 4, 5)
 PRIOR_CHANNELS = 1280
 
 
@@ -153,38 +162,40 @@ def box_pooling(boxes: Tensor, size: int, cell: float) -> Tensor:
 
 
 class ImageNetClassPrior(nn.Module):
-    """log P_ImageNet(group of each class) per default box of the prior map.
+    """log P_ImageNet(group of each class) per default box.
 
     Holds the classifier as a fixed 1x1 convolution (`classifier`, torchvision's
     `classifier.1`) and the class-to-group membership as a buffer (`groups`, [K, 1000]).
-    With `pool`, each default box is classified as ImageNet classifies an image: its logits
-    are those of the features averaged over the box (the classifier is linear, so this is
-    the average of the cells' logits, weighted by `box_pooling`). Without it each box reads
-    only its own cell, and every box shape of a cell gets the same prior.
+    Each default box is classified as ImageNet classifies an image: its logits are those of
+    the source map's features averaged over the box (the classifier is linear, so this is
+    the average of the cells' logits, weighted by `pool`).
 
     Args:
         class_names: the model's foreground classes (VOC or COCO names find their group).
-        in_channels: channels of the prior map (MobileNetV2: 1280).
+        pool: [default boxes, cells of the source map] weights (`box_pooling`), derived
+            from the default boxes, so not part of the state dict.
+        in_channels: channels of the source map (MobileNetV2: 1280).
         eps: floor of a group probability, so the prior's veto is at most log(eps) (-9.2)
             and stays finite in FP16.
-        pool: [boxes of the map, cells of the map] weights (`box_pooling`), derived from the
-            default boxes, so not part of the state dict.
     """
 
     def __init__(
         self,
         class_names: Sequence[str],
+        pool: Tensor,
         in_channels: int = PRIOR_CHANNELS,
         eps: float = 1e-4,
-        pool: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("pool", pool, persistent=False)
         groups = class_groups(class_names)
         k = len(class_names) + 1
-        member = torch.zeros(k, NUM_IMAGENET_CLASSES, 1, 1)
-        for c in range(k):
-            member[c, list(groups.get(c, groups[0])), 0, 0] = 1.0
+        # background: the ImageNet classes of no group; a class without a group (person)
+        # gets all of them, so P = 1 and the prior leaves its score alone
+        member = torch.ones(k, NUM_IMAGENET_CLASSES)
+        for c, group in groups.items():
+            member[c] = 0.0
+            member[c, list(group)] = 1.0
         self.register_buffer("groups", member)
         self.classifier = nn.Conv2d(in_channels, NUM_IMAGENET_CLASSES, 1)
         self.classifier.requires_grad_(False)
@@ -194,47 +205,45 @@ class ImageNetClassPrior(nn.Module):
         """Copies torchvision's MobileNetV2 classifier (`classifier.1.*`) into the prior."""
         load_classifier(self.classifier, state, source)
 
-    def forward(self, features: Tensor, anchors: int) -> Tensor:
-        """[B, C, H, W] prior-map features -> [B, H*W*anchors, K] log-probabilities, laid
-        out as SSDHead's class scores (cells row-major, the boxes of a cell together)."""
-        logits = self.classifier(features)
-        if self.pool is not None:
-            b, n = logits.shape[0], self.pool.shape[0]
-            if n != logits.shape[2] * logits.shape[3] * anchors:
-                raise ValueError(f"{n} pooled boxes for a {list(logits.shape[2:])} map")
-            boxes = torch.matmul(logits.flatten(2), self.pool.t().to(logits.dtype))  # [B, 1000, N]
-            p = torch.softmax(boxes, dim=1)
-            groups = self.groups.to(p.dtype).flatten(1)  # [K, 1000]
-            logp = torch.log(torch.matmul(groups, p).clamp(min=self.eps))  # [B, K, N]
-            return logp.transpose(1, 2)
-        p = torch.softmax(logits, dim=1)
-        logp = torch.log(F.conv2d(p, self.groups.to(p.dtype)).clamp(min=self.eps))
-        b, k = logp.shape[:2]
-        logp = logp.permute(0, 2, 3, 1).reshape(b, -1, 1, k).expand(-1, -1, anchors, -1)
-        return logp.reshape(b, -1, k)
+    def forward(self, features: Tensor) -> Tensor:
+        """[B, C, H, W] source-map features -> [B, N, K] log-probabilities of the N pooled
+        default boxes, in `pool`'s order (SSDHead's: map by map, cells row-major, the boxes
+        of a cell together)."""
+        logits = self.classifier(features).flatten(2)  # [B, 1000, H*W]
+        if logits.shape[2] != self.pool.shape[1]:
+            raise ValueError(
+                f"the prior pools {self.pool.shape[1]} cells, the map has {logits.shape[2]}"
+            )
+        boxes = torch.matmul(logits, self.pool.t().to(logits.dtype))  # [B, 1000, N]
+        p = torch.softmax(boxes, dim=1)
+        logp = torch.log(torch.matmul(self.groups.to(p.dtype), p).clamp(min=self.eps))
+        return logp.transpose(1, 2)  # [B, N, K]
 
 
-def grouped_channels(model) -> list[int]:
-    """Channels of the prior map's class convolution that belong to grouped classes
-    (background included): the ones `hold_grouped_weights` keeps at zero."""
-    k = model.num_classes
+def grouped_channels(model, k: int = PRIOR_MAP) -> list[int]:
+    """Channels of map k's class convolution that belong to grouped classes (background
+    excluded): the ones `hold_grouped_weights` keeps at zero."""
+    n = model.num_classes
     ids = [c for c in class_groups(model.spec.class_names) if c != 0]
-    anchors = model.head.conf[PRIOR_MAP].out_channels // k
-    return sorted(a * k + c for a in range(anchors) for c in ids)
+    anchors = model.head.conf[k].out_channels // n
+    return sorted(a * n + c for a in range(anchors) for c in ids)
 
 
 def hold_grouped_weights(model) -> int:
-    """Zeroes the prior map's class-convolution weights of the grouped classes and keeps
-    them at zero in training (their gradient is masked; SGD's weight decay of a zero is
-    zero). Their biases, and person's weights, train. Returns the channels held."""
-    conv = model.head.conf[PRIOR_MAP]
-    rows = grouped_channels(model)
-    mask = torch.ones(conv.out_channels, 1, 1, 1, device=conv.weight.device)
-    mask[rows] = 0.0
-    with torch.no_grad():
-        conv.weight.mul_(mask)
-    conv.weight.register_hook(lambda g: g * mask.to(g.dtype))
-    return len(rows)
+    """Zeroes the grouped classes' class-convolution weights on the maps with the prior and
+    keeps them at zero in training (their gradient is masked; SGD's weight decay of a zero
+    is zero). Their biases, and person's weights, train. Returns the channels held."""
+    held = 0
+    for k in model.head.prior_maps:
+        conv = model.head.conf[k]
+        rows = grouped_channels(model, k)
+        mask = torch.ones(conv.out_channels, 1, 1, 1, device=conv.weight.device)
+        mask[rows] = 0.0
+        with torch.no_grad():
+            conv.weight.mul_(mask)
+        conv.weight.register_hook(lambda g, mask=mask: g * mask.to(g.dtype))
+        held += len(rows)
+    return held
 
 
 def with_imagenet_prior(model, imagenet: dict[str, Tensor], kind: str = "imagenet"):

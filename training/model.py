@@ -24,8 +24,9 @@ class SSDHead(nn.Module):
         num_anchors: default boxes per cell of each map.
         num_classes: classes including background.
 
-    A class prior (`prior`, with `prior_map`: which map), when set, adds its
-    log-probabilities to that map's class scores (see training/imagenet_prior.py).
+    A class prior (`prior`), when set, reads map `prior_source` (or the features given to
+    forward) and adds its log-probabilities to the class scores of the maps `prior_maps`
+    (see training/imagenet_prior.py).
     """
 
     def __init__(
@@ -42,7 +43,8 @@ class SSDHead(nn.Module):
             nn.Conv2d(c, a * num_classes, 3, padding=1) for c, a in zip(in_channels, num_anchors)
         )
         self.prior: nn.Module | None = None
-        self.prior_map = -1
+        self.prior_source = -1  # the map the prior reads (unless given its own features)
+        self.prior_maps: tuple[int, ...] = ()  # the maps whose class scores it adds to
 
     @staticmethod
     def _flatten(x: Tensor, k: int) -> Tensor:
@@ -52,15 +54,18 @@ class SSDHead(nn.Module):
     def forward(
         self, feats: Sequence[Tensor], prior_feats: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Source maps -> (loc, conf); the prior reads `prior_feats` when given, else the
-        prior map itself."""
+        """Source maps -> (loc, conf); the prior reads `prior_feats` when given, else its
+        source map."""
         loc = torch.cat([self._flatten(m(f), 4) for m, f in zip(self.loc, feats)], dim=1)
-        confs = []
+        prior = None
+        if self.prior is not None:
+            prior = self.prior(feats[self.prior_source] if prior_feats is None else prior_feats)
+        confs, start = [], 0
         for i, (m, f) in enumerate(zip(self.conf, feats)):
             c = self._flatten(m(f), self.num_classes)
-            if self.prior is not None and i == self.prior_map:
-                source = f if prior_feats is None else prior_feats
-                c = c + self.prior(source, m.out_channels // self.num_classes)
+            if prior is not None and i in self.prior_maps:
+                c = c + prior[:, start : start + c.shape[1]]
+                start += c.shape[1]
             confs.append(c)
         return loc, torch.cat(confs, dim=1)
 
@@ -89,10 +94,17 @@ class SSD(nn.Module):
         self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
         self.prior_twin: nn.Module | None = None
         if spec.class_prior in ("imagenet", "imagenet-twin"):
-            from training.imagenet_prior import PRIOR_MAP, ImageNetClassPrior, ImageNetTwin
+            from training.imagenet_prior import (
+                PRIOR_MAP,
+                PRIOR_TARGETS,
+                ImageNetClassPrior,
+                ImageNetTwin,
+            )
 
-            self.head.prior = ImageNetClassPrior(spec.class_names, pool=self._prior_pool(PRIOR_MAP))
-            self.head.prior_map = PRIOR_MAP
+            pool = self._prior_pool(PRIOR_MAP, PRIOR_TARGETS)
+            self.head.prior = ImageNetClassPrior(spec.class_names, pool)
+            self.head.prior_source = PRIOR_MAP
+            self.head.prior_maps = PRIOR_TARGETS
             if spec.class_prior == "imagenet-twin":
                 self.prior_twin = ImageNetTwin()
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
@@ -100,16 +112,17 @@ class SSD(nn.Module):
         self.coder = BoxCoder(spec.variances)
         self.reset_parameters()
 
-    def _prior_pool(self, k: int) -> Tensor:
-        """box_pooling weights of map k's default boxes over its cells."""
+    def _prior_pool(self, source: int, targets: Sequence[int]) -> Tensor:
+        """box_pooling weights of the default boxes of maps `targets` over map `source`."""
         from training.imagenet_prior import box_pooling
 
         p = self.spec.priors
         sizes = [f * f * n for f, n in zip(p.feature_maps, p.num_boxes_per_location)]
-        start = sum(sizes[:k])
-        boxes = self.priors[start : start + sizes[k]]
-        cell = p.steps[k] / p.image_size if p.steps is not None else 1 / p.feature_maps[k]
-        return box_pooling(boxes, p.feature_maps[k], cell)
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        boxes = torch.cat([self.priors[starts[k] : starts[k] + sizes[k]] for k in targets])
+        size = p.feature_maps[source]
+        cell = p.steps[source] / p.image_size if p.steps is not None else 1 / size
+        return box_pooling(boxes, size, cell)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform convolutions with zero bias (as the Caffe release), BN to identity."""

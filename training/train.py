@@ -441,7 +441,8 @@ class Trainer:
                 "its batch-norm statistics ImageNet's"
             )
         self._log(
-            f"ImageNet class prior on the 10x10 map: {held} class channels score with "
+            f"ImageNet class prior on the default boxes of the 10x10 map and larger: {held} "
+            "class channels score with "
             f"ImageNet's classifier and a learned bias; {how}"
         )
 

@@ -48,22 +48,36 @@ def one_hot_classifier(prior: ImageNetClassPrior, channels: int = 8) -> None:
     )
 
 
+def cell_boxes(size: int, per_cell: int) -> torch.Tensor:
+    """[size * size * per_cell, 4] boxes that are exactly their cell, per_cell of each."""
+    c = (torch.arange(size) + 0.5) / size
+    cy, cx = torch.meshgrid(c, c, indexing="ij")
+    one = torch.stack([cx.flatten(), cy.flatten(), *[torch.full((size * size,), 1 / size)] * 2], 1)
+    return one.repeat_interleave(per_cell, 0)
+
+
 def test_the_prior_is_imagenets_softmax_summed_per_group_for_every_box():
-    prior = ImageNetClassPrior(["person", "dog", "cat"], in_channels=8)
+    pool = box_pooling(cell_boxes(3, 4), size=3, cell=1 / 3)
+    prior = ImageNetClassPrior(["person", "dog", "cat"], pool, in_channels=8)
     one_hot_classifier(prior)
-    f = torch.zeros(1, 8, 2, 3)
+    f = torch.zeros(1, 8, 3, 3)
     f[0, 0, 1, 2] = 30.0  # one dog cell: row 1, column 2
-    out = prior(f, anchors=4)
-    assert out.shape == (1, 2 * 3 * 4, 4)  # cells row-major, 4 boxes per cell, 3 + 1 classes
+    out = prior(f)
+    assert out.shape == (1, 3 * 3 * 4, 4)  # cells row-major, 4 boxes per cell, 3 + 1 classes
     p = out.exp()
     dog_cell = (1 * 3 + 2) * 4
     assert torch.allclose(p[0, dog_cell : dog_cell + 4, 2], torch.ones(4), atol=1e-4)
+    assert torch.allclose(p[0, dog_cell : dog_cell + 4, 0], torch.zeros(4), atol=1e-4)
+    assert torch.allclose(p[0, :, 1], torch.ones(36))  # person is never vetoed
     plain = p[0, 0]  # a uniform cell: each class gets its share of the 1000
     n_dog, n_cat = len(IMAGENET_GROUPS["dog"]), len(IMAGENET_GROUPS["cat"])
     rest = (NUM_IMAGENET_CLASSES - n_dog - n_cat) / NUM_IMAGENET_CLASSES
-    expected = torch.tensor([rest, rest, n_dog / 1000, n_cat / 1000])  # bg and person share
+    expected = torch.tensor([rest, 1.0, n_dog / 1000, n_cat / 1000])  # person: no evidence
     assert torch.allclose(plain, expected, atol=1e-5)
     assert out.min() >= torch.log(torch.tensor(prior.eps)) - 1e-4  # the veto is bounded
+    with pytest.raises(ValueError, match="the prior pools 9 cells, the map has 4"):
+        prior(torch.zeros(1, 8, 2, 2))
+    assert "pool" not in prior.state_dict()  # derived from the default boxes
 
 
 def test_box_pooling_averages_the_cells_a_box_covers():
@@ -86,55 +100,50 @@ def test_box_pooling_averages_the_cells_a_box_covers():
 
 
 def test_a_pooled_prior_classifies_each_box_as_imagenet_classifies_an_image():
-    """Logits of the features averaged over the box (the classifier is linear): on a 2x3
+    """Logits of the features averaged over the box (the classifier is linear): on a 3x3
     map, each cell has two boxes, the cell itself and the whole map; the dog cell's own box
-    is a dog, a whole-map box has a sixth of its dog logit."""
-    cells = [((c + 0.5) / 3, (r + 0.5) / 2) for r in range(2) for c in range(3)]
-    boxes = torch.tensor([b for x, y in cells for b in ([x, y, 1 / 3, 0.5], [0.5, 0.5, 1, 1])])
-    pool = box_pooling(boxes * torch.tensor([1.0, 2 / 3, 1.0, 2 / 3]), size=3, cell=1 / 3)
-    pool = pool[:, :6] / pool[:, :6].sum(1, keepdim=True)  # the map's two rows of three
-    prior = ImageNetClassPrior(["person", "dog"], in_channels=8, pool=pool)
+    is a dog, a whole-map box has a ninth of its dog logit."""
+    boxes = cell_boxes(3, 2)
+    boxes[1::2] = torch.tensor([0.5, 0.5, 1.0, 1.0])
+    prior = ImageNetClassPrior(["person", "dog"], box_pooling(boxes, 3, 1 / 3), in_channels=8)
     one_hot_classifier(prior)
-    f = torch.zeros(1, 8, 2, 3)
-    f[0, 0, 1, 2] = 30.0
-    out = prior(f, anchors=2)
-    assert out.shape == (1, 12, 3)
-    p_dog = out.exp()[0, :, 2]
+    f = torch.zeros(1, 8, 3, 3)
+    f[0, 0, 1, 2] = 45.0
+    p_dog = prior(f).exp()[0, :, 2]
+    assert p_dog.shape == (18,)
     dog_cell = 1 * 3 + 2
     assert p_dog[2 * dog_cell] == pytest.approx(1.0, abs=1e-4)
     assert p_dog[0] == pytest.approx(len(IMAGENET_GROUPS["dog"]) / 1000, abs=1e-5)
-    e = float(torch.tensor(5.0).exp())  # the whole map: dog logit 30 / 6, the other 999 zero
+    e = float(torch.tensor(5.0).exp())  # the whole map: dog logit 45 / 9, the other 999 zero
     whole = (len(IMAGENET_GROUPS["dog"]) - 1 + e) / (999 + e)
-    assert torch.allclose(p_dog[1::2], torch.full((6,), whole), atol=1e-5)
-    with pytest.raises(ValueError, match="12 pooled boxes for a \\[2, 3\\] map"):
-        prior(f, anchors=1)
-    assert "pool" not in prior.state_dict()  # derived from the default boxes
+    assert torch.allclose(p_dog[1::2], torch.full((9,), whole), atol=1e-5)
 
 
-def test_a_prior_model_pools_each_default_box_of_the_10x10_map():
+def test_a_prior_model_pools_the_default_boxes_of_the_10x10_map_and_larger():
     model = SSD(make_spec("mobilenet_v2", ["dog"], class_prior="imagenet"))
     pool = model.head.prior.pool
     start = 38 * 38 * 4 + 19 * 19 * 6
-    assert pool.shape == (10 * 10 * 6, 10 * 10)
-    boxes = model.priors[start : start + 600]
-    assert torch.equal(pool, box_pooling(boxes, 10, 32 / 300))
+    assert pool.shape == (600 + 150 + 36 + 4, 10 * 10)
+    assert torch.equal(pool, box_pooling(model.priors[start:], 10, 32 / 300))
     # a centre cell's 3:1 box spans more columns than rows, its 1:3 box the opposite
     wide, tall = (pool[55 * 6 + i].view(10, 10) > 0 for i in (4, 5))
     assert wide.any(0).sum() > wide.any(1).sum()
     assert tall.any(1).sum() > tall.any(0).sum()
+    assert (pool[-3] > 0).all()  # the 1x1 map's second square box sees every cell
 
 
 def test_loading_the_classifier_needs_its_tensors():
     with pytest.raises(ConfigError, match="x.pth: no ImageNet classifier"):
-        ImageNetClassPrior(["dog"]).load_imagenet({}, "x.pth")
+        ImageNetClassPrior(["dog"], torch.ones(1, 1)).load_imagenet({}, "x.pth")
 
 
-def test_a_prior_model_adds_the_prior_to_the_10x10_map_only():
+def test_a_prior_model_adds_the_prior_to_the_10x10_map_and_the_larger_ones():
     torch.manual_seed(0)
     spec = make_spec("mobilenet_v2", ["person", "dog"], class_prior="imagenet")
     with_prior = SSD(spec).eval()
     assert with_prior.head.prior is not None
-    assert with_prior.head.prior_map == PRIOR_MAP
+    assert with_prior.head.prior_source == PRIOR_MAP
+    assert with_prior.head.prior_maps == (2, 3, 4, 5)
     without = SSD(make_spec("mobilenet_v2", ["person", "dog"])).eval()
     state = {k: v for k, v in with_prior.state_dict().items() if ".prior." not in k}
     without.load_state_dict(state)
@@ -143,13 +152,11 @@ def test_a_prior_model_adds_the_prior_to_the_10x10_map_only():
         loc_a, conf_a = with_prior(x)
         loc_b, conf_b = without(x)
         feats = with_prior.backbone(with_prior.normalize(x))
-        prior = with_prior.head.prior(feats[PRIOR_MAP], 6)
+        prior = with_prior.head.prior(feats[PRIOR_MAP])
     assert torch.equal(loc_a, loc_b)
     start = 38 * 38 * 4 + 19 * 19 * 6
-    end = start + 10 * 10 * 6
     assert torch.allclose(conf_a[:, :start], conf_b[:, :start])
-    assert torch.allclose(conf_a[:, end:], conf_b[:, end:])
-    assert torch.allclose(conf_a[:, start:end], conf_b[:, start:end] + prior, atol=1e-5)
+    assert torch.allclose(conf_a[:, start:], conf_b[:, start:] + prior, atol=1e-5)
 
 
 def test_the_spec_names_the_prior_only_when_there_is_one():
@@ -169,7 +176,9 @@ def test_hold_grouped_weights_keeps_them_at_zero_through_sgd_with_weight_decay()
     conv = model.head.conf[PRIOR_MAP]
     rows = grouped_channels(model)
     assert rows == [a * 3 + 2 for a in range(6)]  # dog of each box shape; not bg, not person
-    assert hold_grouped_weights(model) == 6
+    assert hold_grouped_weights(model) == 6 + 6 + 4 + 4  # maps 2 to 5
+    for k in (3, 4, 5):
+        assert not model.head.conf[k].weight[grouped_channels(model, k)].any()
     assert not conv.weight[rows].any()
     free = [r for r in range(conv.out_channels) if r not in rows]
     bias_before, free_before = conv.bias.detach().clone(), conv.weight[free].detach().clone()
@@ -242,8 +251,8 @@ def test_the_twin_is_imagenets_backbone_frozen_and_always_in_eval_mode():
 
 def test_a_twin_prior_reads_the_twin_and_leaves_the_detector_as_it_was():
     """with_imagenet_prior(kind='imagenet-twin') on a trained (here: random) detector: boxes
-    and the other maps' scores are the detector's; the 10x10 map's scores gain the prior read
-    on the twin, not on the detector's own map."""
+    and the small maps' scores are the detector's; those of the 10x10 map and the larger ones
+    gain the prior read on the twin, not on the detector's own map."""
     from training.imagenet_prior import with_imagenet_prior
 
     torch.manual_seed(0)
@@ -256,14 +265,12 @@ def test_a_twin_prior_reads_the_twin_and_leaves_the_detector_as_it_was():
         loc_b, conf_b = detector(x)
         twin = model.prior_twin(model.normalize(x))
         own = model.backbone(model.normalize(x))[PRIOR_MAP]
-        prior = model.head.prior(twin, 6)
-        assert not torch.allclose(model.head.prior(own, 6), prior, atol=1e-2)
+        prior = model.head.prior(twin)
+        assert not torch.allclose(model.head.prior(own), prior, atol=1e-2)
     assert torch.equal(loc_a, loc_b)
     start = 38 * 38 * 4 + 19 * 19 * 6
-    end = start + 10 * 10 * 6
     assert torch.allclose(conf_a[:, :start], conf_b[:, :start])
-    assert torch.allclose(conf_a[:, end:], conf_b[:, end:])
-    assert torch.allclose(conf_a[:, start:end], conf_b[:, start:end] + prior, atol=1e-5)
+    assert torch.allclose(conf_a[:, start:], conf_b[:, start:] + prior, atol=1e-5)
 
 
 def test_a_twin_model_saves_and_loads_whole(tmp_path):
