@@ -37,6 +37,17 @@ _TRAIN_OPTIONS = [
         "repeat-factor sampling: show images of classes found in fewer than this fraction of "
         "the images more often (LVIS; e.g. 0.1 to 0.3 for small, unbalanced data; default 0: off)",
     ),
+    (
+        "--distill-weight",
+        float,
+        "with --imagenet-prior and a backbone that trains: weight of the distillation loss "
+        "that keeps its features ImageNet's (default 1)",
+    ),
+    (
+        "--backbone-lr-scale",
+        float,
+        "the backbone's learning rate as a fraction of --lr (default 1: the same)",
+    ),
     ("--eval-every", int, "validate every N epochs (default 1, 0: never)"),
     ("--checkpoint-minutes", float, "minutes between mid-epoch checkpoints (default 10)"),
 ]
@@ -74,6 +85,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the backbone's ImageNet layers fixed (weights and batch-norm statistics) and "
         "train the extra layers and heads: for small data, less to overfit and faster steps",
+    )
+    p.add_argument(
+        "--imagenet-prior",
+        action="store_true",
+        help="mobilenet_v2: the VOC classes of the 10x10 map also score with ImageNet's "
+        "classifier (dog: its 118 breeds, ...), which training cannot override; person and "
+        "boxes are learned. Without --freeze-backbone the backbone is distilled towards "
+        "ImageNet's (--distill-weight). For small data: classes with few training boxes "
+        "keep what ImageNet knows of them",
+    )
+    p.add_argument(
+        "--prior-twin",
+        action="store_true",
+        help="--imagenet-prior read on a frozen twin of ImageNet's MobileNetV2 instead of the "
+        "detector's own map: the backbone trains freely (no distillation); inference runs a "
+        "second MobileNetV2",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
@@ -124,6 +151,10 @@ def config_from_args(args: argparse.Namespace):
         given["keep_difficult"] = True
     if args.freeze_backbone:
         given["freeze_backbone"] = True
+    if args.imagenet_prior or args.prior_twin:
+        given["imagenet_prior"] = True
+    if args.prior_twin:
+        given["prior_twin"] = True
     return cfg.updated(given)
 
 

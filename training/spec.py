@@ -86,6 +86,9 @@ class ModelSpec:
         mean, std: per-channel normalization of RGB pixels in 0..255.
         variances: the box coder's variances.
         extra: free-form provenance (importer, training command, ...), JSON-safe.
+        class_prior: 'imagenet' adds ImageNet's classifier to the class scores of
+            MobileNetV2's 10x10 map (training/imagenet_prior.py); 'imagenet-twin' reads it on
+            a frozen twin of ImageNet's MobileNetV2 instead; None (default): no prior.
     """
 
     backbone: str
@@ -96,6 +99,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     variances: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    class_prior: str | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_NAMES:
@@ -116,6 +120,12 @@ class ModelSpec:
             raise ConfigError(f"variances must be four positive numbers, got {self.variances}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError("mean and std need three values each, std positive")
+        if self.class_prior not in (None, "imagenet", "imagenet-twin"):
+            raise ConfigError(
+                f"unknown class prior {self.class_prior!r} (known: imagenet, imagenet-twin)"
+            )
+        if self.class_prior and self.backbone != "mobilenet_v2":
+            raise ConfigError("the ImageNet class prior needs the mobilenet_v2 backbone")
 
     @property
     def num_classes(self) -> int:
@@ -123,18 +133,19 @@ class ModelSpec:
         return len(self.class_names) + 1
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "backbone": self.backbone,
-                "class_names": list(self.class_names),
-                "priors": self.priors.to_dict(),
-                "input_size": self.input_size,
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "variances": list(self.variances),
-                "extra": self.extra,
-            }
-        )
+        d = {
+            "backbone": self.backbone,
+            "class_names": list(self.class_names),
+            "priors": self.priors.to_dict(),
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "variances": list(self.variances),
+            "extra": self.extra,
+        }
+        if self.class_prior:  # absent otherwise: older files and checkpoints read the same
+            d["class_prior"] = self.class_prior
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -149,6 +160,7 @@ class ModelSpec:
                 std=tuple(float(x) for x in d["std"]),
                 variances=tuple(float(x) for x in d["variances"]),
                 extra=dict(d.get("extra") or {}),
+                class_prior=d.get("class_prior"),
             )
         except ConfigError:
             raise
@@ -167,6 +179,7 @@ def make_spec(
     clip: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    class_prior: str | None = None,
     **extra: Any,
 ) -> ModelSpec:
     """A spec from names: backbone, class list source and prior preset."""
@@ -177,4 +190,5 @@ def make_spec(
         mean=tuple(mean or IMAGENET_MEAN),
         std=tuple(std or IMAGENET_STD),
         extra=extra,
+        class_prior=class_prior,
     )

@@ -41,18 +41,7 @@ def test_the_shipped_files_are_there_and_are_the_default():
     ("image", "wanted", "box"),
     [
         ("person.jpg", "person", PERSON_IN_PERSON_JPG),
-        pytest.param(
-            "dog.jpg",
-            "dog",
-            DOG_IN_DOG_JPG,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ImageNet's classifier on the ImageNet backbone finds this dog, but "
-                "not on the backbone fine-tuned on coco128's 9 dog boxes; no recipe tried "
-                "kept it and placed a dog box (assets/models/README.md, Tried and not "
-                "shipped)",
-            ),
-        ),
+        ("dog.jpg", "dog", DOG_IN_DOG_JPG),
     ],
 )
 def test_it_finds_the_person_and_the_dog(shared_data, model, image, wanted, box):

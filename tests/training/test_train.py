@@ -89,6 +89,9 @@ def test_resume_refuses_a_checkpoint_of_another_model(shared_data, tmp_path):
     other = config(shared_data, tmp_path, n=2, epochs=2, priors="coco")
     with pytest.raises(TrainingError, match="model differs"):
         Trainer(other, resume=True, quiet=True).run()
+    with_prior = cfg.updated({"epochs": 2, "imagenet_prior": True, "freeze_backbone": True})
+    with pytest.raises(TrainingError, match="model differs"):
+        Trainer(with_prior, resume=True, quiet=True).run()
     for change, text in [
         ({"batch_size": 4}, "started with --batch-size 2, this command gives --batch-size 4"),
         ({"repeat_threshold": 0.3}, "--repeat-threshold 0.0, this command gives --repeat-thr"),
@@ -414,3 +417,197 @@ def test_freeze_backbone_on_the_command_line(tmp_path):
     assert config_from_args(args).freeze_backbone
     args = parser.parse_args(["train", "--data", str(tmp_path)])
     assert not config_from_args(args).freeze_backbone
+
+
+def test_imagenet_prior_trains_around_a_fixed_classifier(shared_data, tmp_path):
+    from training.imagenet_prior import PRIOR_MAP, grouped_channels
+    from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
+    from training.weights import load_detector
+
+    # raccoon has no ImageNet group, dog has: the dog channels score with the classifier
+    cfg = config(
+        shared_data,
+        tmp_path,
+        n=4,
+        epochs=2,
+        lr=5e-3,
+        classes="raccoon,dog",
+        freeze_backbone=True,
+        imagenet_prior=True,
+    )
+    Trainer(cfg, quiet=True).run()
+    model = load_detector(Path(cfg.output) / "last.safetensors").eval()
+    assert model.spec.class_prior == "imagenet"
+    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
+    clf = model.head.prior.classifier
+    assert torch.equal(clf.weight.flatten(1), imagenet["classifier.1.weight"])
+    assert torch.equal(clf.bias, imagenet["classifier.1.bias"])
+    conv = model.head.conf[PRIOR_MAP]
+    held = grouped_channels(model)
+    assert held == [a * 3 + 2 for a in range(6)]
+    assert not conv.weight[held].any()  # the dog's feature weights stayed at zero
+    assert conv.weight[[a * 3 + 1 for a in range(6)]].any()  # raccoon's learned
+    # the saved weights are the whole detector: the prior is in them
+    with torch.no_grad():
+        x = torch.rand(1, 3, 300, 300) * 255
+        feats = model.backbone(model.normalize(x))
+        assert model.head.prior(feats[PRIOR_MAP]).abs().sum() > 0
+
+
+def test_imagenet_prior_needs_mobilenet_v2_from_imagenet(shared_data, tmp_path):
+    for change, problem in [
+        ({"backbone": "vgg16", "backbone_weights": "v.pth"}, "needs --backbone mobilenet_v2"),
+        ({"pretrained": False}, "drop --no-pretrained"),
+    ]:
+        cfg = config(shared_data, tmp_path, imagenet_prior=True, **change)
+        with pytest.raises(ConfigError, match="--imagenet-prior: .*" + problem):
+            Trainer(cfg, quiet=True)
+    with pytest.raises(ConfigError, match="distill weight must be 0 or more"):
+        Trainer(config(shared_data, tmp_path, distill_weight=-1.0), quiet=True)
+
+
+def test_distillation_keeps_a_training_backbone_imagenets(shared_data, tmp_path):
+    """--imagenet-prior on a model from --weights, backbone not frozen: the prior is added,
+    the grouped weights stay zero, and the distillation loss (logged every step) ends lower
+    with its weight than without it, the backbone's ImageNet scores staying the teacher's."""
+    from training.imagenet_prior import PRIOR_MAP, grouped_channels
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+    from training.weights import load_detector, save_detector
+
+    start = save_detector(
+        import_torchvision_mobilenet_v2(
+            read_checkpoint(mobilenet_v2_imagenet_path()), ["raccoon", "dog"]
+        ),
+        tmp_path / "start.safetensors",
+    )
+
+    def distill_at_the_end(weight: float) -> float:
+        records = []
+        cfg = config(
+            shared_data,
+            tmp_path / str(weight),
+            n=4,
+            epochs=5,
+            lr=2e-3,
+            weights=str(start),
+            imagenet_prior=True,
+            distill_weight=weight,
+            augment=False,
+        )
+        Trainer(cfg, quiet=True, on_step=records.append).run()
+        model = load_detector(Path(cfg.output) / "last.safetensors")
+        assert model.spec.class_prior == "imagenet"
+        assert not model.head.conf[PRIOR_MAP].weight[grouped_channels(model)].any()
+        ckpt = torch.load(Path(cfg.output) / "last.ckpt", weights_only=True)
+        assert json.loads(ckpt["spec"])["class_prior"] == "imagenet"  # resumable as such
+        assert len(records) == 10
+        assert all(r["distill"] >= 0 for r in records)
+        return sum(r["distill"] for r in records[-4:]) / 4
+
+    free, kept = distill_at_the_end(0.0), distill_at_the_end(5.0)
+    assert kept < 0.8 * free, (kept, free)  # 0.48 measured; about 1 without the gradient
+
+
+def test_imagenet_prior_on_the_command_line(tmp_path):
+    import argparse
+
+    from training.run_commands import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--data", str(tmp_path), "--imagenet-prior"])
+    assert config_from_args(args).imagenet_prior
+    assert not config_from_args(parser.parse_args(["train", "--data", "x"])).imagenet_prior
+
+
+def test_prior_twin_trains_the_detector_and_keeps_the_twin_imagenets(shared_data, tmp_path):
+    """--prior-twin on a model from --weights: the twin and classifier stay ImageNet's, the
+    detector's backbone trains (no distillation), the grouped weights stay zero."""
+    from training.imagenet_prior import PRIOR_MAP, grouped_channels
+    from training.importers import (
+        import_torchvision_mobilenet_v2,
+        mobilenet_v2_imagenet_path,
+        read_checkpoint,
+    )
+    from training.weights import load_detector, save_detector
+
+    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
+    start_model = import_torchvision_mobilenet_v2(imagenet, ["raccoon", "dog"])
+    start = save_detector(start_model, tmp_path / "start.safetensors")
+    records = []
+    cfg = config(
+        shared_data,
+        tmp_path,
+        n=4,
+        epochs=2,
+        lr=5e-3,
+        weights=str(start),
+        imagenet_prior=True,
+        prior_twin=True,
+    )
+    Trainer(cfg, quiet=True, on_step=records.append).run()
+    assert records
+    assert all("distill" not in r for r in records)
+    model = load_detector(Path(cfg.output) / "last.safetensors")
+    assert model.spec.class_prior == "imagenet-twin"
+    twin = {
+        k[len("prior_twin.features.") :]: v
+        for k, v in model.state_dict().items()
+        if k.startswith("prior_twin.features.")
+    }
+    assert twin
+    for k, v in twin.items():  # weights and batch-norm statistics as ImageNet's
+        assert torch.equal(v, imagenet["features." + k]), k
+    own = model.backbone.features.state_dict()
+    assert any(not torch.equal(own[k], imagenet["features." + k]) for k in twin)
+    assert not model.head.conf[PRIOR_MAP].weight[grouped_channels(model)].any()
+
+
+def test_prior_twin_on_the_command_line_is_a_kind_of_imagenet_prior(tmp_path):
+    import argparse
+
+    from training.run_commands import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    cfg = config_from_args(parser.parse_args(["train", "--data", "x", "--prior-twin"]))
+    assert cfg.imagenet_prior
+    assert cfg.prior_twin
+    with pytest.raises(ConfigError, match="prior twin: it is a kind of --imagenet-prior"):
+        TrainConfig(data="x", prior_twin=True).validate()
+
+
+def test_backbone_lr_scale_slows_only_the_backbone(shared_data, tmp_path):
+    seen = []
+    cfg = config(shared_data, tmp_path, n=2, epochs=1, lr=4e-3, backbone_lr_scale=0.25)
+    trainer = Trainer(cfg, quiet=True)
+    step = trainer._step
+
+    def record(*args):
+        named = trainer.model.named_parameters()
+        backbone = {id(p) for n, p in named if n.startswith("backbone.")}
+        groups = trainer.optimizer.param_groups
+        seen.append([(g["lr"], {id(p) in backbone for p in g["params"]}) for g in groups])
+        return step(*args)
+
+    trainer._step = record
+    trainer.run()
+    assert seen
+    for groups in seen:
+        head = [lr for lr, kind in groups if kind == {False}]
+        body = [lr for lr, kind in groups if kind == {True}]
+        assert len(head) == 2, groups  # decayed and not, each
+        assert len(body) == 2, groups
+        assert all(b == pytest.approx(head[0] * 0.25) for b in body)
+    with pytest.raises(ConfigError, match="backbone lr scale must be in \\(0, 1\\]"):
+        config(shared_data, tmp_path, backbone_lr_scale=0).validate()
+
+
+def test_without_a_backbone_lr_scale_the_optimizer_keeps_two_groups(shared_data, tmp_path):
+    trainer = Trainer(config(shared_data, tmp_path, n=2, epochs=1), quiet=True)
+    trainer._build()
+    assert len(trainer.optimizer.param_groups) == 2  # older checkpoints' optimizer state loads
