@@ -13,11 +13,11 @@ With the prior, the class scores of the default boxes of the 10x10 map and the l
     score(class c) = learned(c) + log P_ImageNet(group of c | box)
 
 (a product of experts): ImageNet's softmax summed over each class's group; background gets
-the ungrouped rest, and a class without a group (person) gets 1: ImageNet knows nothing of
-it, so the prior leaves its score alone. The classifier is
-fixed. Training learns the boxes, the small maps, person's features, and for the grouped
-classes on those maps only a bias per default-box shape: their feature weights there are
-held at zero (`hold_grouped_weights`), so a handful of training boxes cannot override
+the ungrouped rest, and a class without a group (person, diningtable) gets 1: ImageNet
+knows nothing of it (or too little), so the prior leaves its score alone. The classifier is
+fixed. Training learns the boxes, the small maps, the ungrouped classes' features, and for
+the grouped classes on those maps only a bias per default-box shape: their feature weights
+there are held at zero (`hold_grouped_weights`), so a handful of training boxes cannot override
 ImageNet's view of what a dog looks like. It is a transfer of a classifier's knowledge to a
 detector, as LSDA and YOLO9000 do with ImageNet, not more training data.
 
@@ -26,8 +26,8 @@ Two kinds (ModelSpec.class_prior):
   backbone, or distillation towards ImageNet's network (`ImageNetTeacher`).
 - 'imagenet-twin' reads a frozen twin of ImageNet's MobileNetV2 (`ImageNetTwin`). The
   detector's backbone keeps what fine-tuning taught it (person, boxes) while the class
-  evidence stays exactly ImageNet's; the price is a second MobileNetV2 pass (1.35 -> 2.04
-  GMAC at 300x300).
+  evidence stays ImageNet's (the shipped file stores it in FP16); the price is a second
+  MobileNetV2 pass (1.35 -> 2.04 GMAC at 300x300).
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ class ImageNetClassPrior(nn.Module):
         self.register_buffer("pool", pool, persistent=False)
         groups = class_groups(class_names)
         k = len(class_names) + 1
-        # background: the ImageNet classes of no group; a class without a group (person)
-        # gets all of them, so P = 1 and the prior leaves its score alone
+        # background: the ImageNet classes of no group; a class without a group (person,
+        # diningtable) gets all of them, so P = 1 and the prior leaves its score alone
         member = torch.ones(k, NUM_IMAGENET_CLASSES)
         for c, group in groups.items():
             member[c] = 0.0
@@ -236,7 +236,8 @@ def grouped_channels(model, k: int = PRIOR_MAP) -> list[int]:
 def hold_grouped_weights(model) -> int:
     """Zeroes the grouped classes' class-convolution weights on the maps with the prior and
     keeps them at zero in training (their gradient is masked; SGD's weight decay of a zero
-    is zero). Their biases, and person's weights, train. Returns the channels held."""
+    is zero). Their biases, and the ungrouped classes' weights, train. Returns the channels
+    held."""
     held = 0
     for k in model.head.prior_maps:
         conv = model.head.conf[k]
@@ -245,7 +246,7 @@ def hold_grouped_weights(model) -> int:
         mask[rows] = 0.0
         with torch.no_grad():
             conv.weight.mul_(mask)
-        conv.weight.register_hook(lambda g, mask=mask: g * mask.to(g.dtype))
+        conv.weight.register_hook(lambda g, mask=mask: g * mask.to(g.device, g.dtype))
         held += len(rows)
     return held
 

@@ -86,9 +86,10 @@ class ModelSpec:
         mean, std: per-channel normalization of RGB pixels in 0..255.
         variances: the box coder's variances.
         extra: free-form provenance (importer, training command, ...), JSON-safe.
-        class_prior: 'imagenet' adds ImageNet's classifier to the class scores of
-            MobileNetV2's 10x10 map (training/imagenet_prior.py); 'imagenet-twin' reads it on
-            a frozen twin of ImageNet's MobileNetV2 instead; None (default): no prior.
+        class_prior: 'imagenet' adds ImageNet's classifier, read on MobileNetV2's 10x10
+            map, to the class scores of the default boxes of that map and the larger ones
+            (training/imagenet_prior.py); 'imagenet-twin' reads it on a frozen twin of
+            ImageNet's MobileNetV2 instead; None (default): no prior.
     """
 
     backbone: str

@@ -50,16 +50,16 @@ class TrainConfig:
     # Keep the backbone's ImageNet layers fixed (weights and batch-norm statistics); the
     # extra layers and the heads train. For small data: less to overfit, faster steps.
     freeze_backbone: bool = False
-    # Score the VOC classes of MobileNetV2's 10x10 map with ImageNet's classifier as well
-    # (training/imagenet_prior.py). A backbone that trains is then kept ImageNet's by
-    # distillation (Learning without Forgetting) with this weight.
+    # Score the default boxes of MobileNetV2's 10x10 map and the larger maps with ImageNet's
+    # classifier as well (training/imagenet_prior.py). Without the twin, a backbone that
+    # trains is kept ImageNet's by distillation (Learning without Forgetting), this weight.
     imagenet_prior: bool = False
     # With imagenet_prior: the classifier reads a frozen twin of ImageNet's MobileNetV2, and
     # the detector's backbone trains freely (no distillation; a second backbone pass).
     prior_twin: bool = False
     distill_weight: float = 1.0
-    # The backbone's learning rate as a fraction of --lr (1: the same; small: its ImageNet
-    # features move less while the extra layers and heads learn).
+    # The learning rate of the backbone's pretrained layers as a fraction of --lr (1: the
+    # same; small: its ImageNet features move less while the extra layers and heads learn).
     backbone_lr_scale: float = 1.0
     # Optimization (the paper's SGD).
     epochs: int = 120
@@ -318,7 +318,13 @@ class Trainer:
         self._log(train_data.report())
         if model is None:
             model = self._new_model(train_data.class_names)
-        if cfg.imagenet_prior and not model.spec.class_prior:  # a model from --weights
+        has = model.spec.class_prior
+        if cfg.imagenet_prior and has and has != self._prior_kind():
+            raise ConfigError(
+                f"{cfg.weights} already has the class prior {has!r}; train it without "
+                "--prior-twin / --imagenet-prior, or start from a model without a prior"
+            )
+        if cfg.imagenet_prior and not has:  # a model from --weights
             from training.imagenet_prior import with_imagenet_prior
 
             model = with_imagenet_prior(model, self._imagenet_weights(), self._prior_kind())
@@ -370,11 +376,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         groups: dict[tuple[bool, bool], list] = {}
+        # --backbone-lr-scale slows the backbone's pretrained layers, not its new extras
+        pretrained = tuple(f"backbone.{part}." for part in self.model.backbone.pretrained_parts)
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 # One group per (scaled, decayed) pair; without a scale the two groups of
                 # older checkpoints, so --resume still loads their optimizer state.
-                scaled = cfg.backbone_lr_scale != 1 and name.startswith("backbone.")
+                scaled = cfg.backbone_lr_scale != 1 and name.startswith(pretrained)
                 key = (scaled, p.ndim <= 1)
                 groups.setdefault(key, []).append(p)
         self.optimizer = torch.optim.SGD(
@@ -553,6 +561,8 @@ class Trainer:
         self._check_resumed_config(path, json.loads(state["config"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for g in self.optimizer.param_groups:  # older checkpoints' groups have no scale
+            g.setdefault("lr_scale", 1.0)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         return state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"]
@@ -565,6 +575,7 @@ class Trainer:
         "freeze_backbone": "--freeze-backbone",
         "keep_difficult": "--keep-difficult",
         "seed": "--seed",
+        "backbone_lr_scale": "--backbone-lr-scale",
     }
 
     def _check_resumed_config(self, path: Path, saved: dict) -> None:
