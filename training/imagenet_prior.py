@@ -285,13 +285,8 @@ class ImageNetTeacher(nn.Module):
 
     def __init__(self, imagenet: dict[str, Tensor], temperature: float = 2.0) -> None:
         super().__init__()
-        from training.backbones import MobileNetV2Backbone
-
-        self.backbone = MobileNetV2Backbone()
-        features = {
-            k[len("features.") :]: v for k, v in imagenet.items() if k.startswith("features.")
-        }
-        self.backbone.features.load_state_dict(features)
+        self.backbone = ImageNetTwin()
+        self.backbone.load_imagenet(imagenet)
         self.classifier = nn.Conv2d(PRIOR_CHANNELS, NUM_IMAGENET_CLASSES, 1)
         load_classifier(self.classifier, imagenet, "ImageNet weights")
         self.requires_grad_(False)
@@ -313,7 +308,7 @@ class ImageNetTeacher(nn.Module):
         t = self.temperature
         student = model.head.prior.classifier(self._student)
         with torch.no_grad():
-            teacher = self.classifier(self.backbone(model.normalize(images))[PRIOR_MAP])
+            teacher = self.classifier(self.backbone(model.normalize(images)))
         kl = F.kl_div(
             F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="none"
         )

@@ -194,6 +194,23 @@ def test_low_thresholds_agree_too(trained_like, tmp_path, shared_data):
     np.testing.assert_allclose([b for _, _, b in ours], [b for _, _, b in theirs], atol=1e-4)
 
 
+def assert_onnx_matches_torch(model, path, shared_data):
+    """The export of `model` at `path` (score 0.3, top 100) gives PyTorch's detections on
+    darknet's dog.jpg; returns ONNX Runtime's class names found."""
+    det = OnnxRuntimeDetector(path)
+    frame = cv2.imread(str(shared_data / "images" / "darknet" / "dog.jpg"))
+    ref = torch_reference(model, frame, 0.3, 0.45, 100)
+    got = det.detect(frame)
+    h, w = frame.shape[:2]
+    ours = canonical(got.scores, got.class_ids, got.boxes / [w, h, w, h])
+    theirs = canonical(ref.scores.numpy(), ref.labels.numpy(), ref.boxes.numpy())
+    assert ours
+    assert [c for _, c, _ in ours] == [c for _, c, _ in theirs]
+    np.testing.assert_allclose([s for s, _, _ in ours], [s for s, _, _ in theirs], atol=1e-5)
+    np.testing.assert_allclose([b for _, _, b in ours], [b for _, _, b in theirs], atol=1e-4)
+    return {det.class_names[c - 1] for c in got.class_ids}
+
+
 def test_a_model_with_the_imagenet_class_prior_exports_whole(tmp_path, shared_data):
     """The prior (ImageNet's classifier on the 10x10 map) is part of the graph: ONNX Runtime
     gives the PyTorch detections, which come from the prior (random heads score little)."""
@@ -208,17 +225,7 @@ def test_a_model_with_the_imagenet_class_prior_exports_whole(tmp_path, shared_da
         read_checkpoint(mobilenet_v2_imagenet_path()), "voc", class_prior="imagenet"
     ).eval()
     path = export_onnx(model, tmp_path / "prior.onnx", score_threshold=0.3, top_k=100)
-    det = OnnxRuntimeDetector(path)
-    frame = cv2.imread(str(shared_data / "images" / "darknet" / "dog.jpg"))
-    ref = torch_reference(model, frame, 0.3, 0.45, 100)
-    got = det.detect(frame)
-    h, w = frame.shape[:2]
-    ours = canonical(got.scores, got.class_ids, got.boxes / [w, h, w, h])
-    theirs = canonical(ref.scores.numpy(), ref.labels.numpy(), ref.boxes.numpy())
-    assert [c for _, c, _ in ours] == [c for _, c, _ in theirs]
-    np.testing.assert_allclose([s for s, _, _ in ours], [s for s, _, _ in theirs], atol=1e-5)
-    np.testing.assert_allclose([b for _, _, b in ours], [b for _, _, b in theirs], atol=1e-4)
-    assert "dog" in {det.class_names[c - 1] for c in got.class_ids}
+    assert "dog" in assert_onnx_matches_torch(model, path, shared_data)
 
 
 def test_a_model_with_the_twin_prior_exports_whole(tmp_path, shared_data):
@@ -238,15 +245,4 @@ def test_a_model_with_the_twin_prior_exports_whole(tmp_path, shared_data):
         detector.backbone.features[17].conv[0][0].weight.mul_(1.5)
     model = with_imagenet_prior(detector, imagenet, "imagenet-twin").eval()
     path = export_onnx(model, tmp_path / "twin.onnx", score_threshold=0.3, top_k=100)
-    det = OnnxRuntimeDetector(path)
-    frame = cv2.imread(str(shared_data / "images" / "darknet" / "dog.jpg"))
-    ref = torch_reference(model, frame, 0.3, 0.45, 100)
-    got = det.detect(frame)
-    h, w = frame.shape[:2]
-    ours = canonical(got.scores, got.class_ids, got.boxes / [w, h, w, h])
-    theirs = canonical(ref.scores.numpy(), ref.labels.numpy(), ref.boxes.numpy())
-    assert ours
-    assert [c for _, c, _ in ours] == [c for _, c, _ in theirs]
-    np.testing.assert_allclose([s for s, _, _ in ours], [s for s, _, _ in theirs], atol=1e-5)
-    np.testing.assert_allclose([b for _, _, b in ours], [b for _, _, b in theirs], atol=1e-4)
-    assert "dog" in {det.class_names[c - 1] for c in got.class_ids}
+    assert "dog" in assert_onnx_matches_torch(model, path, shared_data)
