@@ -59,9 +59,16 @@ class Sample:
     width: int = 0
     height: int = 0
     image_id: int | str = ""
+    # bool [C + 1]: which classes this image's dataset labels (index 0, background, is
+    # True); None: every class. Images of one dataset share one array.
+    labeled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def labels_class(self, c: int) -> bool:
+        """Whether an unboxed region of this image is evidence of "not class c" (1..C-1)."""
+        return self.labeled is None or bool(self.labeled[c])
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,11 @@ class DetectionData:
     crowd_boxes: int = 0
     # With a given class list: boxes of the data's other classes, left out, per class name.
     left_out: Counter = field(default_factory=Counter)
+    # The classes of `class_names` this data labels (all of them unless the data's own
+    # class list lacks some: then an object of such a class may be in an image unboxed).
+    labeled: list[str] | None = None
+    # Several datasets merged into one (merge_datasets): the parts, for the report.
+    parts: list[DetectionData] = field(default_factory=list)
 
     @property
     def num_boxes(self) -> int:
@@ -94,11 +106,49 @@ class DetectionData:
         counts = Counter(int(label) for s in self.samples for label in s.labels)
         return {name: counts.get(i + 1, 0) for i, name in enumerate(self.class_names)}
 
+    @property
+    def labeled_names(self) -> list[str]:
+        return list(self.class_names) if self.labeled is None else list(self.labeled)
+
+    @property
+    def partially_labeled(self) -> bool:
+        return any(s.labeled is not None and not s.labeled.all() for s in self.samples)
+
+    def labels_line(self) -> str:
+        """'boxes: person 9044' and which of the classes the data labels."""
+        counts = self.class_counts()
+        boxes = ", ".join(f"{n} {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1]) if c)
+        names = self.labeled_names
+        if len(names) == len(self.class_names):
+            labels = f"labels all {len(names)} classes"
+        else:
+            labels = (
+                f"labels {len(names)} of the {len(self.class_names)} classes: "
+                f"{', '.join(names) or 'none'} (the others may be in its images unboxed)"
+            )
+        return f"boxes per class: {boxes or 'none'}; {labels}"
+
     def report(self, limit: int = 10) -> str:
         """A few lines: what was read, and the first `limit` problems with a count."""
+        if self.parts:
+            lines = [
+                f"{len(self.parts)} datasets: {len(self.samples)} images, {self.num_boxes} "
+                f"boxes, {len(self.class_names)} classes"
+            ]
+            for part in self.parts:
+                lines += ["- " + part.report(limit).replace("\n", "\n  ")]
+            known = sum(len(p.problems) for p in self.parts)
+            if len(self.problems) > known:  # found after merging (check_images)
+                extra = self.problems[known:]
+                lines.append(f"skipped {len(extra)} more item(s):")
+                lines += [f"  {q.file}: {q.reason}" for q in extra[:limit]]
+                if len(extra) > limit:
+                    lines.append(f"  ... and {len(extra) - limit} more")
+            return "\n".join(lines)
         lines = [
             f"{self.source}: {len(self.samples)} images, {self.num_boxes} boxes, "
-            f"{len(self.class_names)} classes ({self.format})"
+            f"{len(self.class_names)} classes ({self.format})",
+            self.labels_line(),
         ]
         if self.left_out:
             common = ", ".join(f"{n} ({c})" for n, c in self.left_out.most_common(8))
@@ -127,8 +177,13 @@ class _Builder:
         self.left_out: Counter = Counter()
         self.source = source
         self.format = fmt
+        # The dataset's own class list (YOLO names, COCO categories); for VOC, which has
+        # none, the names its annotations use. None: not known yet (collected from boxes).
+        self.named: set[str] | None = None
+        self.seen: set[str] = set()
 
     def label(self, name: str, file: str) -> int | None:
+        self.seen.add(name)
         if name not in self.index and self.fixed_classes:
             alias = CLASS_ALIASES.get(name)
             if alias in self.index:
@@ -208,6 +263,13 @@ class _Builder:
             for s in self.samples:
                 s.labels = remap[s.labels]
             self.class_names = order
+        named = self.seen if self.named is None else self.named
+        labeled = [n for n in self.class_names if n in named or CLASS_ALIASES.get(n) in named]
+        mask = None
+        if len(labeled) < len(self.class_names):
+            mask = np.array([True] + [n in labeled for n in self.class_names])
+            for s in self.samples:
+                s.labeled = mask
         return DetectionData(
             self.samples,
             self.class_names,
@@ -215,6 +277,7 @@ class _Builder:
             self.source,
             self.format,
             left_out=self.left_out,
+            labeled=labeled if mask is not None else None,
         )
 
 
@@ -390,6 +453,7 @@ def load_coco(annotations: Path, images: Path | None = None, class_names=None) -
         str(annotations),
         "COCO",
     )
+    b.named = set(names.values())
     by_image: dict[int, list[dict]] = {}
     crowd = 0
     for a in anns:
@@ -485,7 +549,10 @@ def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> Detectio
     image_dir = base / str(cfg[split])
     if not image_dir.is_dir():
         raise DataError(f"{data_yaml}: image folder of split {split!r} not found: {image_dir}")
-    b = _Builder(class_names if class_names is not None else yolo_names, str(data_yaml), "YOLO")
+    b = _Builder(
+        class_names if class_names is not None else yolo_names, f"{data_yaml} ({split})", "YOLO"
+    )
+    b.named = set(yolo_names)
     label_dir = yolo_label_dir(image_dir)
     images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if images and not any((label_dir / (p.stem + ".txt")).is_file() for p in images):
@@ -563,3 +630,85 @@ def load_dataset(
             return load_yolo(p / "data.yaml", split or "val", names)
         return load_voc_folder(p, split, names)
     raise DataError(f"{p}: not a dataset (expected a folder, a data.yaml or a COCO .json)")
+
+
+# ------------------------------------------------------------------------------ several
+
+
+def parse_data_spec(spec: str, default_split: str | None = None) -> tuple[str, str | None]:
+    """'PATH' or 'PATH:SPLIT' -> (path, split). A PATH that exists is taken whole (so a
+    path with a colon in it still works); otherwise the text after the last ':' is the
+    split, when the text before it exists. Without a split, `default_split`."""
+    if Path(spec).exists() or ":" not in spec:
+        return spec, default_split
+    path, split = spec.rsplit(":", 1)
+    if not Path(path).exists():
+        raise DataError(f"dataset not found: {path if split else spec}")
+    return path, split or default_split
+
+
+def merge_datasets(parts: Sequence[DetectionData]) -> DetectionData:
+    """One DetectionData of several read with the same class list. Each image keeps the
+    mask of the classes its own dataset labels (Sample.labeled)."""
+    names = parts[0].class_names
+    for p in parts[1:]:
+        if p.class_names != names:
+            raise ValueError("datasets to merge must be read with the same class list")
+    if len(parts) == 1:
+        return parts[0]
+    all_labeled = [n for n in names if any(n in p.labeled_names for p in parts)]
+    return DetectionData(
+        [s for p in parts for s in p.samples],
+        list(names),
+        [q for p in parts for q in p.problems],
+        " + ".join(p.source for p in parts),
+        "several",
+        left_out=sum((p.left_out for p in parts), Counter()),
+        labeled=all_labeled if len(all_labeled) < len(names) else None,
+        parts=list(parts),
+    )
+
+
+def load_datasets(
+    specs: str | Sequence[str],
+    split: str | None = None,
+    class_names: Sequence[str] | None = None,
+    require_boxes: bool = False,
+) -> DetectionData:
+    """Reads one or several datasets ('PATH' or 'PATH:SPLIT', see parse_data_spec; `split`
+    is the default split) into one DetectionData with one class list: `class_names`, or
+    else the union of the datasets' own classes (sorted; a single dataset keeps its own
+    order). Each dataset labels exactly the classes it names (see Sample.labeled).
+
+    With `require_boxes` (training data), a dataset with no box of the classes, or data
+    with no box at all, is a DataError: it would add nothing to training.
+    """
+    specs = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    if not specs:
+        raise DataError("no dataset given")
+    pairs = [parse_data_spec(str(s), split) for s in specs]
+    names = list(class_names) if class_names is not None else None
+    if names is None and len(pairs) > 1:
+        found: set[str] = set()
+        for path, sp in pairs:
+            found.update(load_dataset(path, sp).class_names)
+        names = sorted(found)
+    parts = [load_dataset(path, sp, names) for path, sp in pairs]
+    if require_boxes:
+        for p in parts:
+            if p.num_boxes == 0:
+                _no_boxes(p, several=len(parts) > 1)
+    return merge_datasets(parts)
+
+
+def _no_boxes(data: DetectionData, several: bool) -> None:
+    if data.left_out:
+        had = ", ".join(f"{n} ({c})" for n, c in data.left_out.most_common(5))
+        why = f"its {sum(data.left_out.values())} boxes are of other classes: {had}"
+    else:
+        why = "it has no boxes"
+    what = "a dataset must have boxes to train on" if several else "nothing to train on"
+    raise DataError(
+        f"{data.source}: 0 boxes of the model's {len(data.class_names)} classes in "
+        f"{len(data.samples)} images ({why}); {what}"
+    )

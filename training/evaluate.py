@@ -62,10 +62,15 @@ def voc_evaluate(
     is not taken yet, a false positive if it is (a duplicate), and ignored if the truth is
     'difficult'. Below the threshold it is a false positive. Recall counts the
     non-difficult truths.
+
+    Partial labels: a class is scored only on the images whose dataset labels it
+    (Sample.labeled); detections of it elsewhere are neither right nor wrong.
     """
     if len(detections) != len(data.samples):
         raise ValueError("one ImageDetections per sample is needed")
+    detections = only_labeled_classes(detections, data)
     per_class = []
+    outcomes = []  # per class: (scores, tp, fp) of its detections in score order
     for c, name in enumerate(data.class_names, start=1):
         gts = [(s.boxes[s.labels == c], s.difficult[s.labels == c]) for s in data.samples]
         npos = int(sum((~d).sum() for _, d in gts))
@@ -99,6 +104,7 @@ def voc_evaluate(
                     fp[k] = 1
             else:
                 fp[k] = 1
+        outcomes.append((scores[order], tp, fp))
         tp, fp = np.cumsum(tp), np.cumsum(fp)
         recall = tp / max(npos, 1)
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
@@ -117,7 +123,65 @@ def voc_evaluate(
         "per_class": per_class,
         "map": float(np.mean([r["ap"] for r in with_objects])) if with_objects else 0.0,
         "map_07": float(np.mean([r["ap_07"] for r in with_objects])) if with_objects else 0.0,
+        "operating_points": operating_points(
+            outcomes, sum(r["ground_truths"] for r in per_class), len(detections)
+        ),
     }
+
+
+SCORE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def operating_points(
+    outcomes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_objects: int,
+    num_images: int,
+    thresholds: Sequence[float] = SCORE_THRESHOLDS,
+) -> list[dict]:
+    """What a user sees at each score threshold, all classes pooled: the share of the boxes
+    shown that are right (precision), the share of the objects found (recall) and the boxes
+    per image.
+
+    Args:
+        outcomes: per class, (scores [K], tp [K], fp [K]) of its detections, 0/1 flags (a
+            detection of a 'difficult' object is neither).
+        num_objects: the objects (non-difficult) of all classes.
+        num_images: the images scored.
+    """
+    scores = np.concatenate([o[0] for o in outcomes]) if outcomes else np.zeros(0)
+    tp = np.concatenate([o[1] for o in outcomes]) if outcomes else np.zeros(0)
+    fp = np.concatenate([o[2] for o in outcomes]) if outcomes else np.zeros(0)
+    points = []
+    for t in thresholds:
+        shown = scores >= t
+        right, wrong = float(tp[shown].sum()), float(fp[shown].sum())
+        points.append(
+            {
+                "score_threshold": t,
+                "precision": right / (right + wrong) if right + wrong else float("nan"),
+                "recall": right / num_objects if num_objects else float("nan"),
+                "boxes_per_image": float(shown.sum()) / max(num_images, 1),
+            }
+        )
+    return points
+
+
+def only_labeled_classes(
+    detections: Sequence[ImageDetections], data: DetectionData
+) -> list[ImageDetections]:
+    """Drops, per image, the detections of classes the image's dataset does not label.
+
+    detections: one per sample of `data`. Returns the same list when every image labels
+    every class."""
+    if not data.partially_labeled:
+        return list(detections)
+    out = []
+    for det, s in zip(detections, data.samples):
+        if s.labeled is not None:
+            keep = s.labeled[np.asarray(det.labels, dtype=np.int64)]
+            det = ImageDetections(det.boxes[keep], det.scores[keep], det.labels[keep])
+        out.append(det)
+    return out
 
 
 COCO_STATS = (
@@ -145,6 +209,9 @@ def coco_evaluate(detections: Sequence[ImageDetections], data: DetectionData) ->
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    # A class with no ground truth and no detection in an image is left out of that
+    # image's evaluation: partial labels are scored as in voc_evaluate.
+    detections = only_labeled_classes(detections, data)
     cat_ids = getattr(data, "category_ids", None) or list(range(1, len(data.class_names) + 1))
     ann_file = getattr(data, "annotation_file", None)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -11,10 +11,26 @@ from training.commands import int_in_range
 
 # Command-line options of `train` that map onto TrainConfig fields (None: not given).
 _TRAIN_OPTIONS = [
-    ("--data", str, "training data: a VOC folder or devkit, a YOLO data.yaml or a COCO .json"),
-    ("--split", str, "VOC list file (.txt/.csv) or devkit split, YOLO split name, COCO images"),
-    ("--val-data", str, "validation data (same kinds as --data); validates every epoch"),
-    ("--val-split", str, "split of the validation data"),
+    (
+        "--data",
+        str,
+        "training data: a VOC folder or devkit, a YOLO data.yaml or a COCO .json; PATH:SPLIT "
+        "gives its own split. Repeat it to train on several datasets: their classes merge by "
+        "name, and each labels only the classes it names (see README, Several datasets)",
+    ),
+    (
+        "--split",
+        str,
+        "split of every --data without its own: VOC list file (.txt/.csv) or devkit split, "
+        "YOLO split name, COCO image folder",
+    ),
+    (
+        "--val-data",
+        str,
+        "validation data (same kinds as --data, may be repeated); validates every --eval-every "
+        "epochs",
+    ),
+    ("--val-split", str, "split of every --val-data without its own"),
     ("--output", str, "run folder for checkpoints, weights and logs (default runs/train)"),
     ("--weights", str, "start from this weights file (its classes and default boxes)"),
     ("--backbone", str, "backbone of a new model: vgg16, vgg16_bn, mobilenet_v2 (default)"),
@@ -55,6 +71,10 @@ _TRAIN_OPTIONS = [
 ]
 
 
+# Options that may be given more than once (several datasets).
+_REPEATABLE = ("--data", "--val-data")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -67,7 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="YAML file of options")
     for flag, typ, text in _TRAIN_OPTIONS:
-        p.add_argument(flag, type=typ, default=None, help=text)
+        if flag in _REPEATABLE:
+            p.add_argument(flag, action="append", default=None, metavar="PATH[:SPLIT]", help=text)
+        else:
+            p.add_argument(flag, type=typ, default=None, help=text)
     # --amp / --no-amp by hand: argparse.BooleanOptionalAction is Python 3.9+, and main.py
     # builds this parser on Jetsons with Python 3.8 too.
     amp = p.add_mutually_exclusive_group()
@@ -116,8 +139,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "metrics (mAP@[.5:.95], AP50, AP75, small/medium/large).",
     )
     p.add_argument("weights", type=Path, help=".safetensors weights file")
-    p.add_argument("--data", required=True, help="dataset (same kinds as train --data)")
-    p.add_argument("--split", help="split of the dataset")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        metavar="PATH[:SPLIT]",
+        help="dataset (same kinds as train --data); repeat it to score several together: "
+        "each class only on the images of the datasets that label it",
+    )
+    p.add_argument("--split", help="split of every --data without its own")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.add_argument(
         "--batch-size", type=int_in_range(1), default=16, help="images per batch (default 16)"
@@ -144,8 +174,11 @@ def config_from_args(args: argparse.Namespace):
     given = {}
     for flag, _, _ in _TRAIN_OPTIONS:
         name = flag[2:].replace("-", "_")
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
+        value = getattr(args, name)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if value is not None:
+            given[name] = value
     if args.amp is not None:
         given["amp"] = args.amp
     if args.no_pretrained:
@@ -184,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def evaluate_weights(
     weights: Path,
-    data_path: str,
+    data_path: str | list[str],
     split: str | None = None,
     batch_size=16,
     device="auto",
@@ -199,7 +232,7 @@ def evaluate_weights(
     from tqdm import tqdm
 
     from training.data import check_images
-    from training.datasets import load_dataset
+    from training.datasets import load_datasets
     from training.evaluate import coco_evaluate, detect_dataset, voc_evaluate
     from training.postprocess import PostProcessor
     from training.train import pick_device
@@ -207,7 +240,7 @@ def evaluate_weights(
 
     dev = pick_device(device)
     model = load_detector(weights, device=dev).to(memory_format=torch.channels_last)
-    data = check_images(load_dataset(data_path, split, list(model.spec.class_names)))
+    data = check_images(load_datasets(data_path, split, list(model.spec.class_names)))
     print(data.report())
     t = time.perf_counter()
     dets = detect_dataset(
@@ -252,6 +285,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{c['ap_07']:>8.4f}  {c['ap']:>9.4f}"
         )
     print(f"{'mean':<{width}}  {'':>7}  {'':>6}  {voc['map_07']:>8.4f}  {voc['map']:>9.4f}")
+    points = [p for p in voc["operating_points"] if p["score_threshold"] >= args.score_threshold]
+    if points:
+        print("at a score threshold, all classes pooled (IoU 0.5):")
+        print("  score  boxes right (precision)  objects found (recall)  boxes per image")
+        for p in points:
+            print(
+                f"  {p['score_threshold']:>5.1f}  {p['precision']:>23.3f}  {p['recall']:>21.3f}  "
+                f"{p['boxes_per_image']:>15.2f}"
+            )
     if "coco" in r:
         c = r["coco"]
         print(

@@ -35,9 +35,10 @@ class TrainingError(SSDError):
 class TrainConfig:
     """Everything a run depends on; a YAML file and the command line set these by name."""
 
-    data: str = ""
+    # One dataset, or several (a list; each 'PATH' or 'PATH:SPLIT'), merged by class name.
+    data: str | list[str] = ""
     split: str | None = None
-    val_data: str | None = None
+    val_data: str | list[str] | None = None
     val_split: str | None = None
     output: str = "runs/train"
     # The model: a weights file to start from, or a new one (see `main.py create`).
@@ -173,7 +174,12 @@ def _checked(name: str, value: Any, annotation: str, source: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"{source}: option {name} needs a value")
-    if annotation.startswith("list"):
+    if annotation.startswith("str | list[str]"):  # one text or a list of texts
+        ok = isinstance(value, str) or (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        )
+        kind = "text or a list of texts"
+    elif annotation.startswith("list"):
         ok = isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         )
@@ -288,7 +294,7 @@ class Trainer:
 
     def _build(self) -> None:
         from training.data import DetectionDataset, check_images
-        from training.datasets import load_dataset
+        from training.datasets import load_datasets
         from training.weights import load_detector
 
         cfg = self.cfg
@@ -312,7 +318,7 @@ class Trainer:
                 from training.spec import load_class_names
 
                 class_names = load_class_names(cfg.classes)
-        train_data = load_dataset(cfg.data, cfg.split, class_names)
+        train_data = load_datasets(cfg.data, cfg.split, class_names, require_boxes=True)
         workers = cfg.workers if cfg.workers >= 0 else max(0, min(8, (os.cpu_count() or 1) - 1))
         check_images(train_data, workers=max(workers, 2))
         self._log(train_data.report())
@@ -337,7 +343,7 @@ class Trainer:
         self.val_data = None
         if cfg.val_data and cfg.eval_every > 0:
             self.val_data = check_images(
-                load_dataset(cfg.val_data, cfg.val_split, list(self.spec.class_names)),
+                load_datasets(cfg.val_data, cfg.val_split, list(self.spec.class_names)),
                 workers=max(workers, 2),
             )
             self._log(self.val_data.report())
@@ -362,6 +368,12 @@ class Trainer:
             seed=cfg.seed,
             keep_difficult=cfg.keep_difficult,
         )
+        # Partial labels: per training image, the classes its dataset does not label.
+        self.unlabeled = None
+        if train_data.partially_labeled:
+            every = np.ones(len(self.spec.class_names) + 1, dtype=bool)
+            masks = [every if s.labeled is None else s.labeled for s in train_data.samples]
+            self.unlabeled = torch.from_numpy(~np.stack(masks)).to(self.device)
         self.repeats = None
         if cfg.repeat_threshold > 0:
             self.repeats = self._repeat_factors(train_data, cfg.repeat_threshold)
@@ -649,13 +661,13 @@ class Trainer:
                 )
                 step = start_step
                 t_wait = time.perf_counter()
-                for images, boxes, labels, valid, _ in loader:
+                for images, boxes, labels, valid, indices in loader:
                     t0 = time.perf_counter()
                     wait = t0 - t_wait
                     lr = lr_at(cfg, global_step, self.total_steps)
                     for g in self.optimizer.param_groups:
                         g["lr"] = lr * g["lr_scale"]
-                    parts = self._step(images, boxes, labels, valid, encode_targets)
+                    parts = self._step(images, boxes, labels, valid, encode_targets, indices)
                     stop = self._sync(parts)  # all ranks see the same loss and stop request
                     loss = parts["loss"]
                     self._guard(loss, recent, epoch, step, lr)
@@ -756,7 +768,7 @@ class Trainer:
         self._barrier()
         return summary
 
-    def _step(self, images, boxes, labels, valid, encode_targets) -> dict:
+    def _step(self, images, boxes, labels, valid, encode_targets, indices=None) -> dict:
         dev = self.device
         images = images.to(dev, non_blocking=True).float()
         if self.cfg.channels_last:
@@ -771,7 +783,10 @@ class Trainer:
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
             loc, conf = self.net(images)
             distill = self.teacher.loss(self.model, images) if self.teacher else None
-        parts = self.loss_fn(loc.float(), conf.float(), loc_t, lab_t)
+        unlabeled = None
+        if self.unlabeled is not None and indices is not None:
+            unlabeled = self.unlabeled[indices.to(self.unlabeled.device)]
+        parts = self.loss_fn(loc.float(), conf.float(), loc_t, lab_t, unlabeled)
         total = parts.total
         if distill is not None:
             total = total + self.cfg.distill_weight * distill.float()

@@ -133,3 +133,24 @@ def test_coco_path_on_non_coco_data():
     r = coco_evaluate([dets([A], [1.0], [1]), dets([B], [1.0], [2])], data)
     assert r["AP"] == pytest.approx(1.0)
     assert r["AP50"] == pytest.approx(1.0)
+
+
+def test_operating_points_tell_what_a_threshold_shows():
+    from training.evaluate import operating_points
+
+    # class 1: scores 0.9 (right), 0.6 (wrong), 0.3 (right); class 2: 0.8 (right)
+    outcomes = [
+        (np.array([0.9, 0.6, 0.3]), np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])),
+        (np.array([0.8]), np.array([1.0]), np.array([0.0])),
+    ]
+    points = operating_points(outcomes, num_objects=5, num_images=2, thresholds=(0.5, 0.2, 0.95))
+    assert points[0] == {
+        "score_threshold": 0.5,
+        "precision": 2 / 3,
+        "recall": 2 / 5,
+        "boxes_per_image": 1.5,
+    }
+    assert points[1]["precision"] == 3 / 4
+    assert points[1]["recall"] == 3 / 5
+    assert np.isnan(points[2]["precision"])
+    assert points[2]["boxes_per_image"] == 0
