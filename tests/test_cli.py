@@ -63,26 +63,6 @@ def test_vgg16_info_reports_the_paper_figures(tmp_path, capsys):
     assert info["gmacs_per_image"] == pytest.approx(31.37, abs=0.01)
 
 
-def test_info_shows_the_twin_prior_and_counts_it(tmp_path, capsys):
-    from training.imagenet_prior import with_imagenet_prior
-    from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
-    from training.model import SSD
-    from training.spec import make_spec
-    from training.weights import save_detector
-
-    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
-    model = with_imagenet_prior(SSD(make_spec("mobilenet_v2")), imagenet, "imagenet-twin")
-    out = save_detector(model, tmp_path / "twin.safetensors")
-    assert main.main(["info", str(out), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    p = info["parameters"]
-    assert info["class_prior"] == "imagenet-twin"
-    assert p["prior_twin"] == 2_223_872  # MobileNetV2's features
-    assert p["total"] == p["backbone"] + p["head"] + p["prior_twin"]
-    assert main.main(["info", str(out)]) == 0
-    assert "class prior   imagenet-twin" in capsys.readouterr().out
-
-
 def test_import_ssd_pytorch_checkpoint(tmp_path):
     ckpt = tmp_path / "ssd300_voc.pth"
     torch.save(SSDPyTorch(21).state_dict(), ckpt)

@@ -59,7 +59,6 @@ class FreezableBackbone(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.frozen = False
-        self.statistics_frozen = False
 
     def freeze_pretrained(self) -> int:
         """Freeze the pretrained parts; returns how many parameters were frozen."""
@@ -72,21 +71,11 @@ class FreezableBackbone(nn.Module):
         self.train(self.training)
         return count
 
-    def freeze_statistics(self) -> None:
-        """Keep the pretrained parts' batch-norm statistics (eval mode) while their weights
-        train: detectron2's FrozenBatchNorm, for small batches and for distillation."""
-        self.statistics_frozen = True
-        self.train(self.training)
-
     def train(self, mode: bool = True):
         super().train(mode)
-        for part in self.pretrained_parts:
-            if self.frozen:
+        if self.frozen:
+            for part in self.pretrained_parts:
                 getattr(self, part).eval()
-            elif self.statistics_frozen:
-                for m in getattr(self, part).modules():
-                    if isinstance(m, nn.BatchNorm2d):
-                        m.eval()
         return self
 
 

@@ -263,9 +263,7 @@ def model_info(path: Path) -> dict:
             "total": count_parameters(model),
             "backbone": count_parameters(model.backbone),
             "head": count_parameters(model.head),
-            "prior_twin": count_parameters(model.prior_twin) if model.prior_twin else 0,
         },
-        "class_prior": s.class_prior,
         "gmacs_per_image": round(count_macs(model) / 1e9, 3),
         "provenance": s.extra,
     }
@@ -298,17 +296,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  {m['size']:>2}x{m['size']:<2}   {m['boxes_per_cell']:>10}  {m['min_size_px']:>6g}  "
             f"{m['max_size_px']:>6g}  {step:>4}  {ratios:<10}  {m['channels']:>8}  {m['boxes']:>5}"
         )
-    twin = f", ImageNet twin {p['prior_twin']:,}" if p["prior_twin"] else ""
     lines += [
-        f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,}{twin})",
+        f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,})",
         f"compute       {info['gmacs_per_image']:.2f} GMAC per image",
     ]
-    if info["class_prior"]:
-        where = {"imagenet": "its own", "imagenet-twin": "a frozen ImageNet twin's"}
-        lines.append(
-            f"class prior   {info['class_prior']}: ImageNet's classifier on "
-            f"{where.get(info['class_prior'], 'the')} 10x10 map, pooled per default box"
-        )
     if info["provenance"]:
         lines.append(
             "provenance    " + ", ".join(f"{k}: {v}" for k, v in info["provenance"].items())

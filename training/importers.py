@@ -189,17 +189,14 @@ def import_torchvision_mobilenet_v2(
     classes: str | Sequence[str] = "voc",
     priors: str = "voc",
     source="mobilenet_v2",
-    class_prior: str | None = None,
 ) -> SSD:
-    """SSD300-MobileNetV2 whose backbone comes from torchvision's ImageNet MobileNetV2;
-    with class_prior 'imagenet', its classifier too (training/imagenet_prior.py)."""
+    """SSD300-MobileNetV2 whose backbone comes from torchvision's ImageNet MobileNetV2."""
     spec = make_spec(
         "mobilenet_v2",
         classes,
         priors,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        class_prior=class_prior,
         backbone_init="torchvision mobilenet_v2 (ImageNet)",
     )
     model = SSD(spec)
@@ -212,10 +209,6 @@ def import_torchvision_mobilenet_v2(
             + (f", missing {missing[0]}" if missing else "")
         )
     _load_partial(model, tensors, source)
-    if model.head.prior is not None:
-        model.head.prior.load_imagenet(sd, source)
-    if model.prior_twin is not None:
-        model.prior_twin.load_imagenet(sd, source)
     return model
 
 

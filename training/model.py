@@ -23,10 +23,6 @@ class SSDHead(nn.Module):
         in_channels: channels of each source map.
         num_anchors: default boxes per cell of each map.
         num_classes: classes including background.
-
-    A class prior (`prior`), when set, reads map `prior_source` (or the features given to
-    forward) and adds its log-probabilities to the class scores of the maps `prior_maps`
-    (see training/imagenet_prior.py).
     """
 
     def __init__(
@@ -42,32 +38,17 @@ class SSDHead(nn.Module):
         self.conf = nn.ModuleList(
             nn.Conv2d(c, a * num_classes, 3, padding=1) for c, a in zip(in_channels, num_anchors)
         )
-        self.prior: nn.Module | None = None
-        self.prior_source = -1  # the map the prior reads (unless given its own features)
-        self.prior_maps: tuple[int, ...] = ()  # the maps whose class scores it adds to
 
     @staticmethod
     def _flatten(x: Tensor, k: int) -> Tensor:
         # [B, A*k, H, W] -> [B, H*W*A, k]
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k)
 
-    def forward(
-        self, feats: Sequence[Tensor], prior_feats: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Source maps -> (loc, conf); the prior reads `prior_feats` when given, else its
-        source map."""
+    def forward(self, feats: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Source maps -> (loc [B, N, 4], conf [B, N, num_classes])."""
         loc = torch.cat([self._flatten(m(f), 4) for m, f in zip(self.loc, feats)], dim=1)
-        prior = None
-        if self.prior is not None:
-            prior = self.prior(feats[self.prior_source] if prior_feats is None else prior_feats)
-        confs, start = [], 0
-        for i, (m, f) in enumerate(zip(self.conf, feats)):
-            c = self._flatten(m(f), self.num_classes)
-            if prior is not None and i in self.prior_maps:
-                c = c + prior[:, start : start + c.shape[1]]
-                start += c.shape[1]
-            confs.append(c)
-        return loc, torch.cat(confs, dim=1)
+        conf = [self._flatten(m(f), self.num_classes) for m, f in zip(self.conf, feats)]
+        return loc, torch.cat(conf, dim=1)
 
 
 class SSD(nn.Module):
@@ -92,37 +73,10 @@ class SSD(nn.Module):
         )
         # Derived from the spec, so not part of the state dict.
         self.register_buffer("priors", torch.from_numpy(spec.priors.generate()), persistent=False)
-        self.prior_twin: nn.Module | None = None
-        if spec.class_prior in ("imagenet", "imagenet-twin"):
-            from training.imagenet_prior import (
-                PRIOR_MAP,
-                PRIOR_TARGETS,
-                ImageNetClassPrior,
-                ImageNetTwin,
-            )
-
-            pool = self._prior_pool(PRIOR_MAP, PRIOR_TARGETS)
-            self.head.prior = ImageNetClassPrior(spec.class_names, pool)
-            self.head.prior_source = PRIOR_MAP
-            self.head.prior_maps = PRIOR_TARGETS
-            if spec.class_prior == "imagenet-twin":
-                self.prior_twin = ImageNetTwin()
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.coder = BoxCoder(spec.variances)
         self.reset_parameters()
-
-    def _prior_pool(self, source: int, targets: Sequence[int]) -> Tensor:
-        """box_pooling weights of the default boxes of maps `targets` over map `source`."""
-        from training.imagenet_prior import box_pooling
-
-        p = self.spec.priors
-        sizes = [f * f * n for f, n in zip(p.feature_maps, p.num_boxes_per_location)]
-        starts = [sum(sizes[:k]) for k in range(len(sizes))]
-        boxes = torch.cat([self.priors[starts[k] : starts[k] + sizes[k]] for k in targets])
-        size = p.feature_maps[source]
-        cell = p.steps[source] / p.image_size if p.steps is not None else 1 / size
-        return box_pooling(boxes, size, cell)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform convolutions with zero bias (as the Caffe release), BN to identity."""
@@ -149,9 +103,7 @@ class SSD(nn.Module):
             raise ValueError(
                 f"expected images of shape [B, 3, {size}, {size}], got {list(images.shape)}"
             )
-        x = self.normalize(images)
-        twin = None if self.prior_twin is None else self.prior_twin(x)
-        return self.head(self.backbone(x), twin)
+        return self.head(self.backbone(self.normalize(images)))
 
     def detect_postprocessor(self) -> PostProcessor:
         """The paper's evaluation post-processing (score 0.01, NMS 0.45, 200 per image)."""

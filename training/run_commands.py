@@ -53,19 +53,6 @@ _TRAIN_OPTIONS = [
         "repeat-factor sampling: show images of classes found in fewer than this fraction of "
         "the images more often (LVIS; e.g. 0.1 to 0.3 for small, unbalanced data; default 0: off)",
     ),
-    (
-        "--distill-weight",
-        float,
-        "with --imagenet-prior (no twin) and a backbone that trains: weight of the "
-        "distillation loss that keeps its features ImageNet's (default 1; 5 was stable on "
-        "coco128)",
-    ),
-    (
-        "--backbone-lr-scale",
-        float,
-        "learning rate of the backbone's pretrained layers as a fraction of --lr (default 1: "
-        "the same; its extra layers train at --lr)",
-    ),
     ("--eval-every", int, "validate every N epochs (default 1, 0: never)"),
     ("--checkpoint-minutes", float, "minutes between mid-epoch checkpoints (default 10)"),
 ]
@@ -110,23 +97,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the backbone's ImageNet layers fixed (weights and batch-norm statistics) and "
         "train the extra layers and heads: for small data, less to overfit and faster steps",
-    )
-    p.add_argument(
-        "--imagenet-prior",
-        action="store_true",
-        help="mobilenet_v2: the default boxes of the 10x10 map and the larger maps also "
-        "score with ImageNet's classifier over the box (dog: its 118 breeds, ...), which "
-        "training cannot override; person, diningtable and the boxes are learned. Without "
-        "--prior-twin or --freeze-backbone the backbone is distilled towards ImageNet's "
-        "(--distill-weight). For small data: classes with few training boxes keep what "
-        "ImageNet knows of them",
-    )
-    p.add_argument(
-        "--prior-twin",
-        action="store_true",
-        help="--imagenet-prior read on a frozen twin of ImageNet's MobileNetV2 instead of the "
-        "detector's own map: the backbone trains freely (no distillation); inference runs a "
-        "second MobileNetV2",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.set_defaults(func=cmd_train)
@@ -187,10 +157,6 @@ def config_from_args(args: argparse.Namespace):
         given["keep_difficult"] = True
     if args.freeze_backbone:
         given["freeze_backbone"] = True
-    if args.imagenet_prior or args.prior_twin:
-        given["imagenet_prior"] = True
-    if args.prior_twin:
-        given["prior_twin"] = True
     return cfg.updated(given)
 
 

@@ -86,10 +86,6 @@ class ModelSpec:
         mean, std: per-channel normalization of RGB pixels in 0..255.
         variances: the box coder's variances.
         extra: free-form provenance (importer, training command, ...), JSON-safe.
-        class_prior: 'imagenet' adds ImageNet's classifier, read on MobileNetV2's 10x10
-            map, to the class scores of the default boxes of that map and the larger ones
-            (training/imagenet_prior.py); 'imagenet-twin' reads it on a frozen twin of
-            ImageNet's MobileNetV2 instead; None (default): no prior.
     """
 
     backbone: str
@@ -100,7 +96,6 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     variances: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    class_prior: str | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_NAMES:
@@ -121,12 +116,6 @@ class ModelSpec:
             raise ConfigError(f"variances must be four positive numbers, got {self.variances}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ConfigError("mean and std need three values each, std positive")
-        if self.class_prior not in (None, "imagenet", "imagenet-twin"):
-            raise ConfigError(
-                f"unknown class prior {self.class_prior!r} (known: imagenet, imagenet-twin)"
-            )
-        if self.class_prior and self.backbone != "mobilenet_v2":
-            raise ConfigError("the ImageNet class prior needs the mobilenet_v2 backbone")
 
     @property
     def num_classes(self) -> int:
@@ -144,14 +133,18 @@ class ModelSpec:
             "variances": list(self.variances),
             "extra": self.extra,
         }
-        if self.class_prior:  # absent otherwise: older files and checkpoints read the same
-            d["class_prior"] = self.class_prior
         return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         try:
             d = json.loads(text)
+            if d.get("class_prior"):
+                raise ConfigError(
+                    f"a model with the ImageNet class prior ({d['class_prior']}), which this "
+                    "version no longer runs (removed after it lost on held-out data; see "
+                    "assets/models/README.md); use the shipped model or retrain"
+                )
             return cls(
                 backbone=d["backbone"],
                 class_names=tuple(d["class_names"]),
@@ -161,7 +154,6 @@ class ModelSpec:
                 std=tuple(float(x) for x in d["std"]),
                 variances=tuple(float(x) for x in d["variances"]),
                 extra=dict(d.get("extra") or {}),
-                class_prior=d.get("class_prior"),
             )
         except ConfigError:
             raise
@@ -180,7 +172,6 @@ def make_spec(
     clip: str | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    class_prior: str | None = None,
     **extra: Any,
 ) -> ModelSpec:
     """A spec from names: backbone, class list source and prior preset."""
@@ -191,5 +182,4 @@ def make_spec(
         mean=tuple(mean or IMAGENET_MEAN),
         std=tuple(std or IMAGENET_STD),
         extra=extra,
-        class_prior=class_prior,
     )

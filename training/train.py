@@ -51,17 +51,6 @@ class TrainConfig:
     # Keep the backbone's ImageNet layers fixed (weights and batch-norm statistics); the
     # extra layers and the heads train. For small data: less to overfit, faster steps.
     freeze_backbone: bool = False
-    # Score the default boxes of MobileNetV2's 10x10 map and the larger maps with ImageNet's
-    # classifier as well (training/imagenet_prior.py). Without the twin, a backbone that
-    # trains is kept ImageNet's by distillation (Learning without Forgetting), this weight.
-    imagenet_prior: bool = False
-    # With imagenet_prior: the classifier reads a frozen twin of ImageNet's MobileNetV2, and
-    # the detector's backbone trains freely (no distillation; a second backbone pass).
-    prior_twin: bool = False
-    distill_weight: float = 1.0
-    # The learning rate of the backbone's pretrained layers as a fraction of --lr (1: the
-    # same; small: its ImageNet features move less while the extra layers and heads learn).
-    backbone_lr_scale: float = 1.0
     # Optimization (the paper's SGD).
     epochs: int = 120
     batch_size: int = 32
@@ -119,30 +108,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
-        if not 0 < self.backbone_lr_scale <= 1:
-            raise ConfigError(f"backbone lr scale must be in (0, 1], got {self.backbone_lr_scale}")
-        if self.distill_weight < 0:
-            raise ConfigError(f"distill weight must be 0 or more, got {self.distill_weight}")
         if not 0 <= self.repeat_threshold <= 1:
             raise ConfigError(
                 f"repeat threshold must be between 0 (off) and 1, got {self.repeat_threshold}"
             )
-        if self.prior_twin and not self.imagenet_prior:
-            raise ConfigError("prior twin: it is a kind of --imagenet-prior; give both")
-        if self.imagenet_prior:
-            self._check_prior()
         if self.freeze_backbone and not self.weights:
             self._check_freezable()
-
-    def _check_prior(self) -> None:
-        """--imagenet-prior reads ImageNet's classifier on MobileNetV2's ImageNet features."""
-        if self.backbone != "mobilenet_v2" and not self.weights:
-            problem = f"it needs --backbone mobilenet_v2, not {self.backbone}"
-        elif not self.pretrained and not self.weights:
-            problem = "it needs the ImageNet backbone: drop --no-pretrained"
-        else:
-            return
-        raise ConfigError(f"--imagenet-prior: {problem}")
 
     def _check_freezable(self) -> None:
         """--freeze-backbone on a new model needs its backbone's ImageNet import."""
@@ -324,22 +295,9 @@ class Trainer:
         self._log(train_data.report())
         if model is None:
             model = self._new_model(train_data.class_names)
-        has = model.spec.class_prior
-        if cfg.imagenet_prior and has and has != self._prior_kind():
-            raise ConfigError(
-                f"{cfg.weights} already has the class prior {has!r}; train it without "
-                "--prior-twin / --imagenet-prior, or start from a model without a prior"
-            )
-        if cfg.imagenet_prior and not has:  # a model from --weights
-            from training.imagenet_prior import with_imagenet_prior
-
-            model = with_imagenet_prior(model, self._imagenet_weights(), self._prior_kind())
         self.spec = model.spec
         if cfg.freeze_backbone:
             self._freeze(model)
-        self.teacher = None
-        if model.spec.class_prior:
-            self._hold_prior(model)
         self.val_data = None
         if cfg.val_data and cfg.eval_every > 0:
             self.val_data = check_images(
@@ -380,31 +338,18 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if self.teacher is not None:
-            self.teacher.to(self.device)
-            self.teacher.watch(self.model)
         self.net = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        groups: dict[tuple[bool, bool], list] = {}
-        # --backbone-lr-scale slows the backbone's pretrained layers, not its new extras
-        pretrained = tuple(f"backbone.{part}." for part in self.model.backbone.pretrained_parts)
-        for name, p in self.model.named_parameters():
+        groups: dict[bool, list] = {}  # no weight decay on biases and norms
+        for p in self.model.parameters():
             if p.requires_grad:
-                # One group per (scaled, decayed) pair; without a scale the two groups of
-                # older checkpoints, so --resume still loads their optimizer state.
-                scaled = cfg.backbone_lr_scale != 1 and name.startswith(pretrained)
-                key = (scaled, p.ndim <= 1)
-                groups.setdefault(key, []).append(p)
+                groups.setdefault(p.ndim <= 1, []).append(p)
         self.optimizer = torch.optim.SGD(
             [
-                {
-                    "params": params,
-                    "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-                    "lr_scale": cfg.backbone_lr_scale if scaled else 1.0,
-                }
-                for (scaled, no_decay), params in sorted(groups.items())
+                {"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+                for no_decay, params in sorted(groups.items())
             ],
             lr=cfg.lr,
             momentum=cfg.momentum,
@@ -431,40 +376,6 @@ class Trainer:
         ):
             parts.append("batch-norm statistics included")
         self._log(f"frozen backbone: {frozen:,} of {total:,} parameters fixed ({', '.join(parts)})")
-
-    def _imagenet_weights(self) -> dict:
-        from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
-
-        return read_checkpoint(self.cfg.backbone_weights or mobilenet_v2_imagenet_path())
-
-    def _prior_kind(self) -> str:
-        return "imagenet-twin" if self.cfg.prior_twin else "imagenet"
-
-    def _hold_prior(self, model) -> None:
-        """A model with the ImageNet class prior trains with its grouped classes' weights on
-        the prior map held at zero; a backbone that trains is distilled towards ImageNet's
-        (imagenet_prior.py)."""
-        from training.imagenet_prior import hold_grouped_weights
-
-        held = hold_grouped_weights(model)
-        how = "frozen backbone"
-        if model.prior_twin is not None:
-            how = "read on a frozen twin of ImageNet's MobileNetV2"
-        elif not self.cfg.freeze_backbone:
-            from training.imagenet_prior import ImageNetTeacher
-
-            self.teacher = ImageNetTeacher(self._imagenet_weights())
-            # the teacher normalizes with ImageNet's statistics, and so does the student
-            model.backbone.freeze_statistics()
-            how = (
-                f"backbone distilled towards ImageNet's (weight {self.cfg.distill_weight:g}), "
-                "its batch-norm statistics ImageNet's"
-            )
-        self._log(
-            f"ImageNet class prior on the default boxes of the 10x10 map and larger: {held} "
-            "class channels score with "
-            f"ImageNet's classifier and a learned bias; {how}"
-        )
 
     def _repeat_factors(self, data, threshold: float):
         """Per-image repeat factors of the training labels (difficult boxes as trained), logged
@@ -519,7 +430,6 @@ class Trainer:
                 class_names,
                 cfg.priors,
                 source=str(path),
-                class_prior=self._prior_kind() if cfg.imagenet_prior else None,
             )
         if cfg.pretrained and cfg.backbone == "vgg16" and cfg.backbone_weights:
             return import_torchvision_vgg16(
@@ -573,8 +483,6 @@ class Trainer:
         self._check_resumed_config(path, json.loads(state["config"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for g in self.optimizer.param_groups:  # older checkpoints' groups have no scale
-            g.setdefault("lr_scale", 1.0)
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         return state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"]
@@ -587,11 +495,15 @@ class Trainer:
         "freeze_backbone": "--freeze-backbone",
         "keep_difficult": "--keep-difficult",
         "seed": "--seed",
-        "backbone_lr_scale": "--backbone-lr-scale",
     }
 
     def _check_resumed_config(self, path: Path, saved: dict) -> None:
         defaults = TrainConfig()
+        if saved.get("imagenet_prior") or saved.get("backbone_lr_scale", 1.0) != 1.0:
+            raise TrainingError(
+                f"{path}: the run used the ImageNet class prior or --backbone-lr-scale, which "
+                "this version no longer has; start a new run"
+            )
         for name, flag in self._RESUME_FIXED.items():
             was = saved.get(name, getattr(defaults, name))
             now = getattr(self.cfg, name)
@@ -666,7 +578,7 @@ class Trainer:
                     wait = t0 - t_wait
                     lr = lr_at(cfg, global_step, self.total_steps)
                     for g in self.optimizer.param_groups:
-                        g["lr"] = lr * g["lr_scale"]
+                        g["lr"] = lr
                     parts = self._step(images, boxes, labels, valid, encode_targets, indices)
                     stop = self._sync(parts)  # all ranks see the same loss and stop request
                     loss = parts["loss"]
@@ -782,14 +694,11 @@ class Trainer:
             )
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
             loc, conf = self.net(images)
-            distill = self.teacher.loss(self.model, images) if self.teacher else None
         unlabeled = None
         if self.unlabeled is not None and indices is not None:
             unlabeled = self.unlabeled[indices.to(self.unlabeled.device)]
         parts = self.loss_fn(loc.float(), conf.float(), loc_t, lab_t, unlabeled)
         total = parts.total
-        if distill is not None:
-            total = total + self.cfg.distill_weight * distill.float()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -800,8 +709,6 @@ class Trainer:
             "conf": parts.confidence.item(),
             "positives": int(parts.num_positives),
         }
-        if distill is not None:
-            record["distill"] = distill.item()
         return record
 
     def _guard(self, loss: float, recent: list[float], epoch: int, step: int, lr: float) -> None:

@@ -89,9 +89,6 @@ def test_resume_refuses_a_checkpoint_of_another_model(shared_data, tmp_path):
     other = config(shared_data, tmp_path, n=2, epochs=2, priors="coco")
     with pytest.raises(TrainingError, match="model differs"):
         Trainer(other, resume=True, quiet=True).run()
-    with_prior = cfg.updated({"epochs": 2, "imagenet_prior": True, "freeze_backbone": True})
-    with pytest.raises(TrainingError, match="model differs"):
-        Trainer(with_prior, resume=True, quiet=True).run()
     for change, text in [
         ({"batch_size": 4}, "started with --batch-size 2, this command gives --batch-size 4"),
         ({"repeat_threshold": 0.3}, "--repeat-threshold 0.0, this command gives --repeat-thr"),
@@ -419,223 +416,40 @@ def test_freeze_backbone_on_the_command_line(tmp_path):
     assert not config_from_args(args).freeze_backbone
 
 
-def test_imagenet_prior_trains_around_a_fixed_classifier(shared_data, tmp_path):
-    from training.imagenet_prior import PRIOR_MAP, grouped_channels
-    from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
-    from training.weights import load_detector
+def test_runs_of_the_removed_class_prior_are_refused_clearly(shared_data, tmp_path):
+    """The ImageNet class prior and --backbone-lr-scale were removed: a checkpoint of such
+    a run, and a weights file with the prior, are one clear error; a checkpoint of a plain
+    run from that time (its optimizer groups carry lr_scale 1) resumes."""
+    from training.weights import WeightsError, load_detector
 
-    # raccoon has no ImageNet group, dog has: the dog channels score with the classifier
-    cfg = config(
-        shared_data,
-        tmp_path,
-        n=4,
-        epochs=2,
-        lr=5e-3,
-        classes="raccoon,dog",
-        freeze_backbone=True,
-        imagenet_prior=True,
-    )
-    Trainer(cfg, quiet=True).run()
-    model = load_detector(Path(cfg.output) / "last.safetensors").eval()
-    assert model.spec.class_prior == "imagenet"
-    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
-    clf = model.head.prior.classifier
-    assert torch.equal(clf.weight.flatten(1), imagenet["classifier.1.weight"])
-    assert torch.equal(clf.bias, imagenet["classifier.1.bias"])
-    conv = model.head.conf[PRIOR_MAP]
-    held = grouped_channels(model)
-    assert held == [a * 3 + 2 for a in range(6)]
-    assert not conv.weight[held].any()  # the dog's feature weights stayed at zero
-    assert conv.weight[[a * 3 + 1 for a in range(6)]].any()  # raccoon's learned
-    # the saved weights are the whole detector: the prior is in them
-    assert model.head.prior.pool.shape == (600 + 150 + 36 + 4, 100)
-
-
-def test_imagenet_prior_needs_mobilenet_v2_from_imagenet(shared_data, tmp_path):
-    for change, problem in [
-        ({"backbone": "vgg16", "backbone_weights": "v.pth"}, "needs --backbone mobilenet_v2"),
-        ({"pretrained": False}, "drop --no-pretrained"),
-    ]:
-        cfg = config(shared_data, tmp_path, imagenet_prior=True, **change)
-        with pytest.raises(ConfigError, match="--imagenet-prior: .*" + problem):
-            Trainer(cfg, quiet=True)
-    with pytest.raises(ConfigError, match="distill weight must be 0 or more"):
-        Trainer(config(shared_data, tmp_path, distill_weight=-1.0), quiet=True)
-
-
-def test_distillation_keeps_a_training_backbone_imagenets(shared_data, tmp_path):
-    """--imagenet-prior on a model from --weights, backbone not frozen: the prior is added,
-    the grouped weights stay zero, and the distillation loss (logged every step) ends lower
-    with its weight than without it, the backbone's ImageNet scores staying the teacher's."""
-    from training.imagenet_prior import PRIOR_MAP, grouped_channels
-    from training.importers import (
-        import_torchvision_mobilenet_v2,
-        mobilenet_v2_imagenet_path,
-        read_checkpoint,
-    )
-    from training.weights import load_detector, save_detector
-
-    start = save_detector(
-        import_torchvision_mobilenet_v2(
-            read_checkpoint(mobilenet_v2_imagenet_path()), ["raccoon", "dog"]
-        ),
-        tmp_path / "start.safetensors",
-    )
-
-    def distill_at_the_end(weight: float) -> float:
-        records = []
-        cfg = config(
-            shared_data,
-            tmp_path / str(weight),
-            n=4,
-            epochs=5,
-            lr=2e-3,
-            weights=str(start),
-            imagenet_prior=True,
-            distill_weight=weight,
-            augment=False,
-        )
-        Trainer(cfg, quiet=True, on_step=records.append).run()
-        model = load_detector(Path(cfg.output) / "last.safetensors")
-        assert model.spec.class_prior == "imagenet"
-        assert not model.head.conf[PRIOR_MAP].weight[grouped_channels(model)].any()
-        ckpt = torch.load(Path(cfg.output) / "last.ckpt", weights_only=True)
-        assert json.loads(ckpt["spec"])["class_prior"] == "imagenet"  # resumable as such
-        assert len(records) == 10
-        assert all(r["distill"] >= 0 for r in records)
-        return sum(r["distill"] for r in records[-4:]) / 4
-
-    free, kept = distill_at_the_end(0.0), distill_at_the_end(5.0)
-    assert kept < 0.8 * free, (kept, free)  # 0.48 measured; about 1 without the gradient
-
-
-def test_imagenet_prior_on_the_command_line(tmp_path):
-    import argparse
-
-    from training.run_commands import config_from_args, register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["train", "--data", str(tmp_path), "--imagenet-prior"])
-    assert config_from_args(args).imagenet_prior
-    assert not config_from_args(parser.parse_args(["train", "--data", "x"])).imagenet_prior
-
-
-def test_prior_twin_trains_the_detector_and_keeps_the_twin_imagenets(shared_data, tmp_path):
-    """--prior-twin on a model from --weights: the twin and classifier stay ImageNet's, the
-    detector's backbone trains (no distillation), the grouped weights stay zero."""
-    from training.imagenet_prior import PRIOR_MAP, grouped_channels
-    from training.importers import (
-        import_torchvision_mobilenet_v2,
-        mobilenet_v2_imagenet_path,
-        read_checkpoint,
-    )
-    from training.weights import load_detector, save_detector
-
-    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
-    start_model = import_torchvision_mobilenet_v2(imagenet, ["raccoon", "dog"])
-    start = save_detector(start_model, tmp_path / "start.safetensors")
-    records = []
-    cfg = config(
-        shared_data,
-        tmp_path,
-        n=4,
-        epochs=2,
-        lr=5e-3,
-        weights=str(start),
-        imagenet_prior=True,
-        prior_twin=True,
-    )
-    Trainer(cfg, quiet=True, on_step=records.append).run()
-    assert records
-    assert all("distill" not in r for r in records)
-    model = load_detector(Path(cfg.output) / "last.safetensors")
-    assert model.spec.class_prior == "imagenet-twin"
-    twin = {
-        k[len("prior_twin.features.") :]: v
-        for k, v in model.state_dict().items()
-        if k.startswith("prior_twin.features.")
-    }
-    assert twin
-    for k, v in twin.items():  # weights and batch-norm statistics as ImageNet's
-        assert torch.equal(v, imagenet["features." + k]), k
-    own = model.backbone.features.state_dict()
-    assert any(not torch.equal(own[k], imagenet["features." + k]) for k in twin)
-    assert not model.head.conf[PRIOR_MAP].weight[grouped_channels(model)].any()
-
-
-def test_prior_twin_on_the_command_line_is_a_kind_of_imagenet_prior(tmp_path):
-    import argparse
-
-    from training.run_commands import config_from_args, register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    cfg = config_from_args(parser.parse_args(["train", "--data", "x", "--prior-twin"]))
-    assert cfg.imagenet_prior
-    assert cfg.prior_twin
-    with pytest.raises(ConfigError, match="prior twin: it is a kind of --imagenet-prior"):
-        TrainConfig(data="x", prior_twin=True).validate()
-
-
-def test_backbone_lr_scale_slows_only_the_backbones_pretrained_layers(shared_data, tmp_path):
-    seen = []
-    cfg = config(shared_data, tmp_path, n=2, epochs=1, lr=4e-3, backbone_lr_scale=0.25)
-    trainer = Trainer(cfg, quiet=True)
-    step = trainer._step
-
-    def record(*args):
-        named = trainer.model.named_parameters()
-        pretrained = {id(p) for n, p in named if n.startswith("backbone.features.")}
-        groups = trainer.optimizer.param_groups
-        seen.append([(g["lr"], {id(p) in pretrained for p in g["params"]}) for g in groups])
-        return step(*args)
-
-    trainer._step = record
-    trainer.run()
-    assert seen
-    for groups in seen:
-        rest = [lr for lr, kind in groups if kind == {False}]  # heads and the extra layers
-        body = [lr for lr, kind in groups if kind == {True}]
-        assert len(rest) == 2, groups  # decayed and not, each
-        assert len(body) == 2, groups
-        assert all(b == pytest.approx(rest[0] * 0.25) for b in body)
-    with pytest.raises(ConfigError, match="backbone lr scale must be in \\(0, 1\\]"):
-        config(shared_data, tmp_path, backbone_lr_scale=0).validate()
-
-
-def test_a_checkpoint_from_before_the_lr_scale_resumes(shared_data, tmp_path):
-    """Checkpoints written before --backbone-lr-scale have two optimizer groups without a
-    scale: they resume; a changed scale is refused like the other fixed options."""
     cfg = config(shared_data, tmp_path, n=2, epochs=1)
     Trainer(cfg, quiet=True).run()
     ckpt = Path(cfg.output) / "last.ckpt"
     state = torch.load(ckpt, weights_only=True)
-    assert len(state["optimizer"]["param_groups"]) == 2
     for g in state["optimizer"]["param_groups"]:
-        del g["lr_scale"]
+        g["lr_scale"] = 1.0
     torch.save(state, ckpt)
-    longer = config(shared_data, tmp_path, n=2, epochs=2)
     steps = []
-    Trainer(longer, resume=True, quiet=True, on_step=steps.append).run()
+    Trainer(
+        config(shared_data, tmp_path, n=2, epochs=2), resume=True, quiet=True, on_step=steps.append
+    ).run()
     assert len(steps) == 1
-    changed = config(shared_data, tmp_path, n=2, epochs=3, backbone_lr_scale=0.5)
-    with pytest.raises(TrainingError, match="--backbone-lr-scale"):
-        Trainer(changed, resume=True, quiet=True).run()
+    state = torch.load(ckpt, weights_only=True)
+    saved = json.loads(state["config"])
+    saved["backbone_lr_scale"] = 0.5
+    state["config"] = json.dumps(saved)
+    torch.save(state, ckpt)
+    with pytest.raises(TrainingError, match="ImageNet class prior or --backbone-lr-scale"):
+        Trainer(config(shared_data, tmp_path, n=2, epochs=3), resume=True, quiet=True).run()
 
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
-def test_a_model_with_one_prior_is_not_given_the_other(shared_data, tmp_path):
-    from training.imagenet_prior import with_imagenet_prior
-    from training.importers import mobilenet_v2_imagenet_path, read_checkpoint
-    from training.model import SSD
-    from training.spec import make_spec
-    from training.weights import save_detector
-
-    imagenet = read_checkpoint(mobilenet_v2_imagenet_path())
-    twin = with_imagenet_prior(
-        SSD(make_spec("mobilenet_v2", ["raccoon"])), imagenet, "imagenet-twin"
-    )
-    path = save_detector(twin, tmp_path / "twin.safetensors")
-    cfg = config(shared_data, tmp_path, weights=str(path), imagenet_prior=True)
-    with pytest.raises(ConfigError, match="already has the class prior 'imagenet-twin'"):
-        Trainer(cfg, quiet=True).run()
+    with safe_open(str(Path(cfg.output) / "last.safetensors"), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    spec = json.loads(meta["spec"])
+    spec["class_prior"] = "imagenet-twin"  # as the previous shipped model had
+    meta["spec"] = json.dumps(spec)
+    save_file(tensors, str(tmp_path / "prior.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match="prior.safetensors: a model with the ImageNet class"):
+        load_detector(tmp_path / "prior.safetensors")
