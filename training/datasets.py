@@ -249,11 +249,12 @@ class _Builder:
 
     def finish(self) -> DetectionData:
         if not self.samples:
-            first = f"; first problem: {self.problems[0].file}: {self.problems[0].reason}"
-            raise DataError(
-                f"{self.source}: no usable images"
-                + (f" ({len(self.problems)} problems{first})" if self.problems else "")
-            )
+            if self.problems:
+                first = self.problems[0]
+                why = f" ({len(self.problems)} problems; first: {first.file}: {first.reason})"
+            else:
+                why = f" (no {self.format} annotations or images found)"
+            raise DataError(f"{self.source}: no usable images{why}")
         if not self.fixed_classes:
             # Classes discovered from the data: a stable, sorted order.
             order = sorted(self.class_names)

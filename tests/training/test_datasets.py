@@ -123,6 +123,9 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
         load_dataset(tmp_path / "missing")
     with pytest.raises(DataError, match="split list not found"):
         load_dataset(tmp_path, "nope.csv")
+    (tmp_path / "empty").mkdir()  # was an IndexError
+    with pytest.raises(DataError, match="empty: no usable images \\(no VOC folder annotations"):
+        load_dataset(tmp_path / "empty")
 
 
 def test_yolo_layout_with_train_images_and_real_sizes(tmp_path, shared_data):
