@@ -1,6 +1,7 @@
 """The shipped default model (assets/models, see its README): the weights file and its ONNX
-export describe the same detector, it finds the person in darknet's person.jpg and the dog
-in dog.jpg, and the README's main job (`main.py demo`) runs end to end."""
+export describe the same detector, it finds the person in darknet's person.jpg (not the dog
+in dog.jpg: a strict expected failure, see the model card), and the README's main job
+(`main.py demo`) runs end to end."""
 
 import json
 
@@ -41,7 +42,16 @@ def test_the_shipped_files_are_there_and_are_the_default():
     ("image", "wanted", "box"),
     [
         ("person.jpg", "person", PERSON_IN_PERSON_JPG),
-        ("dog.jpg", "dog", DOG_IN_DOG_JPG),
+        pytest.param(
+            "dog.jpg",
+            "dog",
+            DOG_IN_DOG_JPG,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the plain detector misses this dog: coco128 has 9 dog boxes, and the "
+                "ImageNet prior that found it lost on held-out people (model card)",
+            ),
+        ),
     ],
 )
 def test_it_finds_the_person_and_the_dog(shared_data, model, image, wanted, box):
