@@ -66,10 +66,6 @@ class Sample:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def labels_class(self, c: int) -> bool:
-        """Whether an unboxed region of this image is evidence of "not class c" (1..C-1)."""
-        return self.labeled is None or bool(self.labeled[c])
-
 
 @dataclass(frozen=True)
 class Problem:

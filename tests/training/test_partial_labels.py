@@ -155,8 +155,6 @@ def test_a_dataset_labels_the_classes_it_names(shared_data):
     assert person.labeled == ["person"]
     s = person.samples[0]
     assert s.labeled.tolist() == [True, False, True, False]
-    assert s.labels_class(2)
-    assert not s.labels_class(1)
     assert "labels 1 of the 3 classes: person" in person.report()
     # a class list the data names entirely: fully labeled, no masks
     whole = load_dataset(shared_data / "coco-person/data.yaml", "test")
