@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a weights file to ONNX with pre-processing and NMS inside",
-        description="Write one ONNX graph (opset 18) that takes uint8 BGR 300x300 frames "
+        description="Write one ONNX graph (opset 17) that takes uint8 BGR 300x300 frames "
         "(NHWC, as cv2.resize gives them) and outputs num_detections, boxes (normalized "
         "corners), scores and classes, K rows each. Class names go into its metadata.",
     )
@@ -69,6 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build for this DLA core, with GPU fallback (Jetson Xavier/Orin)",
     )
     p.add_argument("--cache-dir", type=Path, default=None, help="engine and timing cache folder")
+    p.add_argument(
+        "--check",
+        action="append",
+        metavar="VERSION",
+        default=None,
+        help="only check, without TensorRT, that this TensorRT version's ONNX parser takes "
+        "the file (e.g. 8.5 for JetPack 5.1, 8.6 for 6.0, 10.3 for 6.1/6.2; 'all' for 8.5, "
+        "8.6, 10 and 11); repeatable",
+    )
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(
@@ -135,7 +144,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from engine.platform import current_platform, default_workspace_mb
-    from engine.tensorrt_backend import DEFAULT_CACHE, build_engine
+    from engine.tensorrt_backend import DEFAULT_CACHE, DLA_FP32, build_engine
+
+    if args.check:
+        return _check_versions(args.onnx, args.check)
+    if args.dla is not None and args.precision == "fp32":
+        from engine.runtime import EngineError
+
+        raise EngineError(DLA_FP32)
 
     workspace = args.workspace or default_workspace_mb(current_platform())
     out = build_engine(
@@ -147,6 +163,24 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.cache_dir or DEFAULT_CACHE,
     )
     print(f"engine: {out}")
+    return 0
+
+
+def _check_versions(onnx: Path, versions: list[str]) -> int:
+    """`build --check`: one line per TensorRT version; exit 1 if any would refuse the file."""
+    from engine.runtime import EngineError
+    from engine.trt_compat import RELEASES, check_graph
+
+    if not onnx.is_file():
+        raise EngineError(f"model not found: {onnx}")
+    wanted = [r for v in versions for r in (RELEASES if v == "all" else (v,))]
+    failed = 0
+    for version in wanted:
+        problems = check_graph(onnx, version)
+        print(f"TensorRT {version}: " + ("ok" if not problems else "; ".join(problems)))
+        failed += bool(problems)
+    if failed:
+        raise EngineError(f"{onnx}: {failed} of {len(wanted)} TensorRT versions would refuse it")
     return 0
 
 

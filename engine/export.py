@@ -31,11 +31,14 @@ from training.boxes import cxcywh_to_xyxy
 from training.errors import SSDError
 from training.model import SSD
 
-OPSET = 18
+# The exporter writes opset 18 (its lowest); the graph is converted to 17, the newest that
+# TensorRT 8.5 and 8.6 read (onnx-tensorrt 8.5-GA/8.6-GA README: "opset 7 to 17").
+EXPORTER_OPSET = 18
+OPSET = 17
 MAX_TOP_K = 3840  # the largest K of TensorRT's TopK layer
 # Candidates per class before NMS, as the PyTorch post-processing (and Caffe's top_k 400).
 CANDIDATES_PER_CLASS = 400
-IR_VERSION = 10  # what onnxruntime 1.18+ and TensorRT 8.6+ read
+IR_VERSION = 8  # opset 17's IR version: what the onnx inside TensorRT 8.5 (onnx 1.12) reads
 
 
 class ExportError(SSDError):
@@ -99,17 +102,23 @@ def export_onnx(
             core,
             (dummy,),
             dynamo=True,
-            opset_version=OPSET,
+            opset_version=EXPORTER_OPSET,
             input_names=[C.INPUT],
             output_names=["_boxes", "_scores"],
             verbose=False,
         )
     quiet.setLevel(level)
-    graph_model = program.model_proto
+    graph_model = _to_opset(program.model_proto, OPSET)
+    _int32_slice_bounds(graph_model)
     _mark_l2norm(graph_model)
     if tail == "onnx":
         _append_onnx_nms(
-            graph_model, top_k, score_threshold, iou_threshold, model.spec.priors.num_boxes
+            graph_model,
+            top_k,
+            score_threshold,
+            iou_threshold,
+            model.spec.priors.num_boxes,
+            model.spec.num_classes,  # with the background: the scores tensor's last axis
         )
     else:
         _append_efficient_nms(graph_model, model, top_k, score_threshold, iou_threshold)
@@ -134,6 +143,47 @@ def export_onnx(
 
     atomic_write(path, lambda tmp: onnx.save_model(graph_model, tmp))
     return path
+
+
+def _to_opset(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The exporter's graph converted to `opset` by ONNX's version converter (the ops used
+    are unchanged between 17 and 18; the tests compare the outputs)."""
+    from onnx import version_converter
+
+    if m.opset_import[0].version == opset:
+        return m
+    metadata = {
+        n.name: list(n.metadata_props) for n in m.graph.node if n.metadata_props
+    }  # the converter drops the namespaces _mark_l2norm reads
+    out = version_converter.convert_version(m, opset)
+    for n in out.graph.node:
+        if n.name in metadata and not n.metadata_props:
+            n.metadata_props.extend(metadata[n.name])
+    return out
+
+
+def _int32_slice_bounds(m: onnx.ModelProto) -> None:
+    """Slice starts/ends that the exporter writes as INT64_MAX ("to the end") become the
+    INT32 limits: the same slice (ONNX clamps bounds to the axis), and no INT64 value that
+    TensorRT < 10 would have to clamp itself ("cast down INT64 to INT32 ..., clamping",
+    onnx-tensorrt 8.5-GA docs/operators.md)."""
+    inits = {t.name: t for t in m.graph.initializer}
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    for node in m.graph.node:
+        if node.op_type != "Slice":
+            continue
+        for i in (1, 2):
+            t = inits.get(node.input[i]) if len(node.input) > i else None
+            if t is None:
+                continue
+            v = numpy_helper.to_array(t)
+            if v.dtype != np.int64 or (v.min() >= lo and v.max() <= hi):
+                continue
+            name = f"{t.name}_int32_range"
+            if name not in inits:
+                inits[name] = _const(name, np.clip(v, lo, hi).astype(np.int64))
+                m.graph.initializer.append(inits[name])
+            node.input[i] = name
 
 
 def _mark_l2norm(m: onnx.ModelProto) -> None:
@@ -169,7 +219,7 @@ def _fixed_outputs(k: int) -> list[onnx.ValueInfoProto]:
 
 
 def _append_onnx_nms(
-    m: onnx.ModelProto, k: int, score_thr: float, iou_thr: float, num_boxes: int
+    m: onnx.ModelProto, k: int, score_thr: float, iou_thr: float, num_boxes: int, classes: int
 ) -> None:
     """Tail 'onnx', the PyTorch post-processing in ONNX ops: per foreground class the best
     CANDIDATES boxes (TopK), NonMaxSuppression with the classes as its batch (each class
@@ -184,7 +234,8 @@ def _append_onnx_nms(
             _const("nms_score", np.array([score_thr], np.float32)),
             _const("nms_cand", np.array([cand], np.int64)),
             _const("c_start1", np.array([1], np.int64)),
-            _const("c_end", np.array([np.iinfo(np.int64).max], np.int64)),
+            # the end of the class axis as it is (not INT64_MAX, which TensorRT < 10 clamps)
+            _const("c_end", np.array([classes], np.int64)),
             _const("c_axis2", np.array([2], np.int64)),
             _const("c_axis1", np.array([1], np.int64)),
             _const("c_axis0", np.array([0], np.int64)),
@@ -283,8 +334,12 @@ def _append_onnx_nms(
             mk("Gather", ["nms_all_cls", "nms_top_idx"], ["nms_cls_k"], axis=0, name="nms/top_c"),
             mk("Cast", ["nms_cls_k"], ["nms_cls_k32"], to=TensorProto.INT32, name="nms/cast_c"),
             mk("Reshape", ["nms_cls_k32", "c_shape_1k"], [C.CLASSES], name="nms/out_classes"),
-            mk("Shape", ["nms_sel"], ["nms_sel_shape"], start=0, end=1, name="nms/count"),
-            mk("Min", ["nms_sel_shape", "c_k_scalar"], ["nms_count"], name="nms/count_k"),
+            # The number of selected boxes: the whole Shape, then its first element. Not
+            # Shape(start, end): TensorRT < 10 ignores those attributes (onnx-tensorrt
+            # 8.6-GA builtin_op_importers.cpp:4434, a bare addShape).
+            mk("Shape", ["nms_sel"], ["nms_sel_shape"], name="nms/count"),
+            mk("Gather", ["nms_sel_shape", "c_axis0"], ["nms_sel_rows"], axis=0, name="nms/rows"),
+            mk("Min", ["nms_sel_rows", "c_k_scalar"], ["nms_count"], name="nms/count_k"),
             mk("Cast", ["nms_count"], ["nms_count32"], to=TensorProto.INT32, name="nms/cast_n"),
             mk("Reshape", ["nms_count32", "c_shape_11"], [C.NUM_DETECTIONS], name="nms/out_num"),
         ]

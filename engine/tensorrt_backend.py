@@ -26,6 +26,13 @@ from engine import contract as C
 from engine.runtime import Detector, EngineError, ModelInfo, read_onnx_info
 
 DEFAULT_CACHE = Path.home() / ".cache" / "ssd300" / "engines"
+# TensorRT's DLA runs FP16 and INT8 layers only ("DLA supports ... FP16 and INT8", TensorRT
+# developer guide, "Working with DLA"): an FP32 DLA build has nothing to run there.
+DLA_FP32 = "--dla needs --precision fp16: the DLA runs FP16 or INT8, never FP32"
+# The build sidecar's fields that decide whether a cached engine fits: the ONNX's content,
+# the precision, the TensorRT version, the GPU model and its SM, the DLA core. Never the
+# ONNX's path: one file reached by two paths is one engine.
+CACHE_KEY = ("onnx_sha256", "precision", "tensorrt", "gpu", "sm", "dla_core")
 
 
 def _import_trt():
@@ -66,25 +73,31 @@ class BuildSettings:
 
     network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag names
     builder_flags: tuple[str, ...]  # BuilderFlag names
-    pin_l2norm_fp32: bool  # set L2Norm layers' precision to FP32 (weakly typed FP16 builds)
+    pin_fp32: bool  # keep the l2norm/, fp32/ and nms/ float layers in FP32 (weak typing)
+    strongly_typed: bool = False  # precision comes from the ONNX's types
 
 
 def build_settings(
     trt_version: str, precision: str, onnx_precision: str, dla: bool = False
 ) -> BuildSettings:
     """Flags per version:
-    - TRT < 10: EXPLICIT_BATCH must be asked for; >= 10 it is the default (removed in 11).
-    - TRT 11 is always strongly typed: precision comes from the ONNX; there is no FP16 flag,
-      so FP16 needs an FP16 ONNX (`main.py export --fp16`, L2Norm kept FP32 inside).
-    - TRT 8.6 / 10.x with an FP32 ONNX: BuilderFlag.FP16, with the L2Norm layers (their
-      sum of squares overflows FP16), the input conversion, softmax, decoding and NMS pinned
-      to FP32 (OBEY_PRECISION_CONSTRAINTS).
+    - TRT < 10: EXPLICIT_BATCH must be asked for (the 8.x ONNX parser refuses other
+      networks); 10.x ignores it; 11.x removed it (pyCore.cpp release/11.1:1771-1777).
+    - TRT 11 is always strongly typed (its STRONGLY_TYPED flag is "deprecated and ignored",
+      NvInfer.h release/11.1:11462-11480) and has no FP16 flag: FP16 needs an FP16 ONNX
+      (`main.py export --fp16`, L2Norm kept FP32 inside).
+    - TRT 8.5-10.x with an FP32 ONNX: BuilderFlag.FP16, with the L2Norm layers (their sum
+      of squares overflows FP16), the input conversion, softmax, decoding and NMS pinned to
+      FP32 under OBEY_PRECISION_CONSTRAINTS (see pin_fp32).
     - An FP16 ONNX builds strongly typed on 10.x (its casts already keep those in FP32);
       8.x has no strong typing, so there it is built like an FP32 ONNX.
-    - DLA: GPU_FALLBACK so the layers DLA cannot run (softmax, NMS) stay on the GPU.
+    - DLA runs FP16 or INT8 only, so FP32 is refused; GPU_FALLBACK lets the layers the DLA
+      cannot run (softmax, NMS) run on the GPU.
     """
     if precision not in ("fp16", "fp32"):
         raise EngineError(f"precision must be fp16 or fp32, got {precision!r}")
+    if dla and precision == "fp32":
+        raise EngineError(DLA_FP32)
     major = trt_major(trt_version)
     net: list[str] = []
     flags: list[str] = []
@@ -93,7 +106,8 @@ def build_settings(
         net.append("EXPLICIT_BATCH")
     strongly_typed = major >= 11 or (major >= 10 and onnx_precision == "fp16")
     if strongly_typed:
-        net.append("STRONGLY_TYPED")
+        if major == 10:
+            net.append("STRONGLY_TYPED")
         if precision == "fp16" and onnx_precision != "fp16":
             raise EngineError(
                 f"TensorRT {trt_version} builds only strongly typed networks: for an FP16 "
@@ -108,7 +122,48 @@ def build_settings(
         pin = True
     if dla:
         flags.append("GPU_FALLBACK")
-    return BuildSettings(tuple(net), tuple(flags), pin)
+    return BuildSettings(tuple(net), tuple(flags), pin, strongly_typed)
+
+
+# Layers never pinned: shape and constant layers, casts (an IIdentityLayer with its output
+# type set in 8.5: pinning it would change the cast, onnx-tensorrt 8.5-GA
+# builtin_op_importers.cpp:327-328), plugins (EfficientNMS_TRT's outputs 0 and 3 are INT32
+# only, efficientNMSPlugin.cpp:271-276) and NMS (INT32 indices, NvInfer.h release/8.6:6544).
+_NEVER_PINNED = ("SHAPE", "CONSTANT", "IDENTITY", "CAST", "PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "NMS")
+
+
+def pin_fp32(network, trt, prefixes=(C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFIX)) -> int:
+    """Sets FP32 precision and FP32 output types on the float layers whose names start with
+    `prefixes` (the parser names layers after the ONNX nodes, which export names l2norm/,
+    fp32/ and nms/); returns how many. As trtexec does (samples/common/sampleEngines.cpp
+    release/8.6:522-624): a layer whose default precision is not float, or that reads a
+    shape tensor, is left alone, and only float outputs get an output type. Under
+    OBEY_PRECISION_CONSTRAINTS a float type asked of an integer output fails the build
+    (NvInfer.h release/8.6:703-722: TopK's indices are "always Int32", shape operations'
+    outputs must be INT32)."""
+    floats = {trt.float32, trt.float16}
+    never = {getattr(trt.LayerType, n) for n in _NEVER_PINNED if hasattr(trt.LayerType, n)}
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not layer.name.startswith(prefixes) or layer.type in never:
+            continue
+        if layer.precision not in floats:
+            continue
+        if layer.num_inputs and getattr(layer.get_input(0), "is_shape_tensor", False):
+            continue
+        outs = [
+            j
+            for j in range(layer.num_outputs)
+            if layer.get_output(j).dtype in floats and not layer.get_output(j).is_shape_tensor
+        ]
+        if not outs:
+            continue
+        layer.precision = trt.float32
+        for j in outs:
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    return pinned
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -152,8 +207,8 @@ def engine_mismatch(meta: dict, trt_version: str, gpu: str, sm: str) -> str | No
         return None
     here = f"TensorRT {trt_version} on {gpu} (sm{sm})"
     there = f"TensorRT {built[0]} on {built[1]} (sm{built[2]})"
-    if built[0] == trt_version and built[2] == sm:
-        return None  # the same GPU architecture under another name (e.g. a driver update)
+    # Another GPU model of the same SM is refused too: without hardware compatibility mode
+    # TensorRT tunes an engine for the GPU that built it (TensorRT "Support Policies").
     return (
         f"this engine was built with {there}; this machine has {here}. Engines only run "
         "where they were built: copy the .onnx here and build with `main.py build MODEL.onnx`"
@@ -195,6 +250,8 @@ def build_engine(
 
     The timing cache in `cache_dir` is reused between builds. Returns the engine's path.
     """
+    if dla_core is not None and precision == "fp32":
+        raise EngineError(DLA_FP32)
     trt = _import_trt()
     onnx_path = Path(onnx_path)
     info = read_onnx_info(onnx_path)
@@ -215,13 +272,18 @@ def build_engine(
     sidecar = out.with_suffix(out.suffix + ".json")
     if out.is_file() and sidecar.is_file():
         try:
-            if json.loads(sidecar.read_text()) == meta:
-                log(f"engine up to date: {out}")
-                return out
+            built = json.loads(sidecar.read_text())
         except ValueError:  # an unreadable sidecar: rebuild, as for a stale one
-            pass
+            built = {}
+        if isinstance(built, dict) and all(built.get(k) == meta[k] for k in CACHE_KEY):
+            log(f"engine up to date: {out}")
+            return out
         log(f"engine {out} was built for another ONNX, TensorRT or GPU: rebuilding")
     settings = build_settings(trt.__version__, precision, info.precision, dla_core is not None)
+    from engine.trt_compat import require_compatible
+
+    # Before TensorRT sees the file: what its parser would reject or misread, in one line.
+    require_compatible(onnx_path, trt.__version__, str(onnx_path))
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
@@ -237,16 +299,9 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     for f in settings.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, f))
-    if settings.pin_l2norm_fp32:
-        pinned = 0
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if layer.name.startswith((C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFIX)):
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
-                pinned += 1
-        log(f"kept {pinned} layers in FP32 (L2Norm, input, softmax, decoding, NMS)")
+    if settings.pin_fp32:
+        pinned = pin_fp32(network, trt)
+        log(f"kept {pinned} float layers in FP32 (L2Norm, input, softmax, decoding, NMS)")
     if dla_core is not None:
         if builder.num_DLA_cores <= dla_core:
             raise EngineError(
@@ -291,6 +346,9 @@ class TensorRTDetector(Detector):
         cache_dir: str | Path = DEFAULT_CACHE,
         log=print,
     ) -> None:
+        self._cudart = None  # set once the device memory exists; None again after close()
+        if dla_core is not None and precision == "fp32":
+            raise EngineError(DLA_FP32)
         trt = _import_trt()
         cudart = _import_cudart()
         model = Path(model)
@@ -327,27 +385,39 @@ class TensorRTDetector(Detector):
             )
         self.engine = engine
         self.context = engine.create_execution_context()
-        self.stream = _check(
-            cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate"
-        )
-        self.host: dict[str, np.ndarray] = {}
-        self.device_ptrs: dict[str, int] = {}
-        self._host_ptrs: list[int] = []
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         missing = [n for n in (C.INPUT, *C.OUTPUTS) if n not in names]
         if missing:
             raise EngineError(f"{model}: not an SSD300 engine of this project (no {missing[0]})")
-        for name in names:
-            shape = tuple(engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            host_ptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
-            self._host_ptrs.append(host_ptr)
-            buf = (ctypes.c_uint8 * nbytes).from_address(host_ptr)
-            self.host[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
-            self.device_ptrs[name] = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
-            self.context.set_tensor_address(name, self.device_ptrs[name])
+        self.host: dict[str, np.ndarray] = {}
+        self.device_ptrs: dict[str, int] = {}
+        self._host_ptrs: list[int] = []
+        self.stream = None
+        try:
+            self.stream = _check(
+                cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                "cudaStreamCreateWithFlags",
+            )
+            for name in names:
+                self._allocate(trt, name)
+        except BaseException:
+            self._free(cudart)  # what was allocated before the failure
+            raise
         super().__init__(info, f"cuda:0 ({trt.__version__})")
+
+    def _allocate(self, trt, name: str) -> None:
+        """A pinned host buffer (seen as a numpy array) and a device buffer for one I/O
+        tensor of the engine's static shape and type; the context gets the device address."""
+        cudart = self._cudart
+        shape = tuple(self.engine.get_tensor_shape(name))
+        dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        host_ptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+        self._host_ptrs.append(host_ptr)
+        buf = (ctypes.c_uint8 * nbytes).from_address(host_ptr)
+        self.host[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        self.device_ptrs[name] = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+        self.context.set_tensor_address(name, self.device_ptrs[name])
 
     @staticmethod
     def _engine_info(engine_path: Path) -> tuple[ModelInfo, int | None]:
@@ -368,14 +438,24 @@ class TensorRTDetector(Detector):
         except (ValueError, TypeError) as e:
             raise EngineError(f"{meta}: unreadable model description ({e})") from None
 
+    def _require_open(self) -> None:
+        """The host buffers are views on pinned memory that close() frees: touching them
+        after that would crash the process, so refuse instead."""
+        if self._cudart is None:
+            raise EngineError("this TensorRT detector is closed; open the model again")
+
     def preprocess(self, frame, out=None):
         # Resize straight into the pinned input buffer (no extra copy).
-        return super().preprocess(frame, out=self.host[C.INPUT][0] if out is None else out)
+        if out is None:
+            self._require_open()
+            out = self.host[C.INPUT][0]
+        return super().preprocess(frame, out=out)
 
     def detect_batch(self, frames, score_threshold=None, classes=None):
         out = []
         for f in frames:
             with self._lock:
+                self._require_open()
                 self.preprocess(f)
                 num, boxes, scores, cls = self._run()
                 out.append(
@@ -386,6 +466,7 @@ class TensorRTDetector(Detector):
         return out
 
     def _infer(self, batch: np.ndarray):
+        self._require_open()
         self.host[C.INPUT][...] = batch
         return self._run()
 
@@ -416,9 +497,19 @@ class TensorRTDetector(Detector):
         return tuple(self.host[n].copy() for n in C.OUTPUTS)
 
     def close(self) -> None:
+        """Frees the device and pinned memory and the stream; detect() afterwards raises."""
         cudart = getattr(self, "_cudart", None)
         if cudart is None:
             return
+        lock = getattr(self, "_lock", None)
+        if lock is not None:  # not while another thread is inside _run
+            with lock:
+                self._free(cudart)
+        else:
+            self._free(cudart)
+
+    def _free(self, cudart) -> None:
+        self.host = {}  # drop the numpy views before their memory goes
         for ptr in getattr(self, "device_ptrs", {}).values():
             cudart.cudaFree(ptr)
         for ptr in getattr(self, "_host_ptrs", []):

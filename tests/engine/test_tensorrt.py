@@ -1,221 +1,459 @@
-"""The TensorRT layer's decisions and error paths, without TensorRT or a GPU: the real
-library is replaced by a small fake that records what the builder was asked for."""
+"""The TensorRT path without TensorRT or a GPU: the builder, the FP32 pinning, the engine
+cache and the runtime run against tests/engine/fake_tensorrt.py, a double of TensorRT's and
+cuda-python's Python APIs that types its tensors, names and types layers as the ONNX parser
+of each version does, and refuses what the real ones refuse (each rule cites its source)."""
 
 import json
 import sys
-import types
+from pathlib import Path
 
+import cv2
+import numpy as np
+import onnx
 import pytest
 
+from engine import contract as C
 from engine import tensorrt_backend as T
-from engine.runtime import EngineError
+from engine.runtime import EngineError, OnnxRuntimeDetector
+from engine.trt_compat import RELEASES, check_graph, parser_rules
+from tests.engine import fake_tensorrt as F
+
+VERSIONS = ("8.5.2", "8.6.2", "10.3.0", "11.1.0")  # JetPack 5.1, 6.0, 6.1/6.2, a desktop
 
 
-class FakeLayer:
-    def __init__(self, name):
-        self.name, self.precision, self.num_outputs, self.output_types = name, None, 1, {}
-
-    def set_output_type(self, i, t):
-        self.output_types[i] = t
-
-
-def fake_trt(version: str, has_fp16_flag: bool = True, build_ok: bool = True):
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.float32 = "float32"
-    calls = trt.calls = {"flags": [], "network_flags": None, "workspace": None, "dla": None}
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, severity):
-            pass
-
-    trt.Logger = Logger
-    trt.init_libnvinfer_plugins = lambda logger, ns: calls.setdefault("plugins", True)
-    net_flags = {"EXPLICIT_BATCH": 0}
-    if int(version.split(".")[0]) >= 10:  # strong typing came after 8.6
-        net_flags["STRONGLY_TYPED"] = 1
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**net_flags)
-    flags = {"OBEY_PRECISION_CONSTRAINTS": 10, "GPU_FALLBACK": 11}
-    if has_fp16_flag:
-        flags["FP16"] = 12
-    trt.BuilderFlag = types.SimpleNamespace(**flags)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.DeviceType = types.SimpleNamespace(DLA="dla", GPU="gpu")
-
-    class Network:
-        def __init__(self):
-            self.layers = [FakeLayer("node_conv_1"), FakeLayer("l2norm/node_pow_1"),
-                           FakeLayer("l2norm/node_div_1"), FakeLayer("fp32/node_softmax"),
-                           FakeLayer("nms/nms")]  # fmt: skip
-            self.num_layers = len(self.layers)
-
-        def get_layer(self, i):
-            return self.layers[i]
-
-    class TimingCache:
-        def serialize(self):
-            return b"TIMING"
-
-    class Config:
-        def set_memory_pool_limit(self, pool, size):
-            calls["workspace"] = size
-
-        def set_flag(self, flag):
-            calls["flags"].append(flag)
-
-        def create_timing_cache(self, data):
-            calls["timing_in"] = data
-            return TimingCache()
-
-        def set_timing_cache(self, cache, ignore):
-            pass
-
-        def get_timing_cache(self):
-            return TimingCache()
-
-    class Builder:
-        num_DLA_cores = 2
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            calls["network_flags"] = flags
-            calls["network"] = Network()
-            return calls["network"]
-
-        def create_builder_config(self):
-            calls["config"] = Config()
-            return calls["config"]
-
-        def build_serialized_network(self, network, config):
-            calls["builds"] = calls.get("builds", 0) + 1
-            return b"ENGINE-BYTES" if build_ok else None
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            return True
-
-    trt.Builder, trt.OnnxParser = Builder, OnnxParser
-    return trt
-
-
-@pytest.fixture
-def onnx_file(tmp_path):
-    """An exported ONNX of a small model (tail efficientnms: built by TensorRT only)."""
+def export(tmp_path, backbone="mobilenet_v2", tail="onnx", fp16=False, name=None):
     from engine.export import export_onnx
     from training.model import SSD
     from training.spec import make_spec
 
-    return export_onnx(
-        SSD(make_spec("mobilenet_v2", "a,b", "voc")), tmp_path / "m.onnx", tail="efficientnms"
-    )
+    path = tmp_path / (name or f"{backbone}_{tail}_{'fp16' if fp16 else 'fp32'}.onnx")
+    return export_onnx(SSD(make_spec(backbone, "a,b", "voc")), path, tail=tail, fp16=fp16)
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """Both tails of both backbones, FP32 and FP16, as `main.py export` writes them."""
+    d = tmp_path_factory.mktemp("graphs")
+    return {
+        (b, t, p): export(d, b, t, p == "fp16")
+        for b in ("mobilenet_v2", "vgg16")
+        for t in ("onnx", "efficientnms")
+        for p in ("fp32", "fp16")
+    }
 
 
 @pytest.fixture
 def with_trt(monkeypatch):
-    def install(version, **kw):
-        trt = fake_trt(version, **kw)
+    """Installs a fake `tensorrt` of a version and a fake cuda-python runtime."""
+
+    def install(version, gpu=b"NVIDIA Jetson AGX Orin", cc=(8, 7), fail=None, dla_cores=2):
+        trt = F.make_tensorrt(version, dla_cores=dla_cores)
+        cudart = F.make_cudart(gpu, cc, fail)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(T, "gpu_identity", lambda device=0: ("NVIDIA Jetson AGX Orin", "87"))
+        monkeypatch.setattr(T, "_import_cudart", lambda: cudart)
+        trt.cudart = cudart
         return trt
 
     return install
 
 
+def old_pinning(network, trt):
+    """The loop of the previous main (every output of every prefixed layer to float32)."""
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name.startswith((C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFIX)):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+
+
+def parse(trt, path):
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    flags = (
+        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        if "8." in trt.__version__[:2]
+        else 0
+    )
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(path))
+    return builder, network, ok, [str(parser.get_error(i)) for i in range(parser.num_errors)]
+
+
+def fp16_config(trt, builder):
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return config
+
+
+# --- the exported graphs against each version's parser --------------------------------
+
+
+def test_every_exported_graph_passes_the_check_of_every_supported_tensorrt(graphs):
+    for key, path in graphs.items():
+        for release in RELEASES:
+            assert check_graph(path, release) == [], (key, release)
+        m = onnx.load(str(path), load_external_data=False)
+        assert (m.opset_import[0].version, m.ir_version) == (17, 8), key
+
+
+def test_the_previous_detection_count_is_misread_by_tensorrt_8(graphs, with_trt, tmp_path):
+    """Shape(start=0, end=1) as the previous export wrote it: TensorRT < 10 ignores start/end
+    (onnx-tensorrt 8.6-GA builtin_op_importers.cpp:4434), the count gets two elements and
+    the Reshape to [1, 1] fails; 10.x slices. The check says so before TensorRT runs."""
+    m = onnx.load(str(graphs["mobilenet_v2", "onnx", "fp32"]))
+    nodes = {n.name: n for n in m.graph.node}
+    shape, rows, count = nodes["nms/count"], nodes["nms/rows"], nodes["nms/count_k"]
+    shape.attribute.extend(
+        [onnx.helper.make_attribute("start", 0), onnx.helper.make_attribute("end", 1)]
+    )
+    count.input[0] = shape.output[0]
+    m.graph.node.remove(rows)
+    old = tmp_path / "old.onnx"
+    onnx.save(m, str(old))
+    for version in ("8.5.2", "8.6.2"):
+        _, _, ok, errors = parse(with_trt(version), old)
+        assert not ok, version
+        assert "nms/out_num" in errors[0], version
+        assert any("ignores Shape's start/end" in p for p in check_graph(old, version))
+    _, _, ok, errors = parse(with_trt("10.3.0"), old)
+    assert ok, errors
+    assert check_graph(old, "10.3.0") == []
+
+
+def test_parsers_reject_unknown_ops_and_unregistered_plugins(graphs, with_trt, tmp_path):
+    m = onnx.load(str(graphs["mobilenet_v2", "onnx", "fp32"]))
+    m.graph.node[3].op_type = "FancyOp"
+    odd = tmp_path / "odd.onnx"
+    onnx.save(m, str(odd))
+    for version in VERSIONS:
+        _, _, ok, errors = parse(with_trt(version), odd)
+        assert not ok
+        assert "Plugin not found" in errors[0]
+        assert any("no importer for this op" in p for p in check_graph(odd, version))
+    # EfficientNMS_TRT needs the plugin library registered first (10.x parsers no longer
+    # do it: onnx-tensorrt 10.0-GA dropped initLibNvInferPlugins)
+    trt = with_trt("10.3.0")
+    logger = trt.Logger()
+    network = trt.Builder(logger).create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert not parser.parse_from_file(str(graphs["mobilenet_v2", "efficientnms", "fp32"]))
+    assert "Plugin not found" in str(parser.get_error(0))
+
+
+def test_the_8x_parser_needs_an_explicit_batch_network(graphs, with_trt):
+    trt = with_trt("8.6.2")
+    network = trt.Builder(trt.Logger()).create_network(0)
+    parser = trt.OnnxParser(network, trt.Logger())
+    assert not parser.parse_from_file(str(graphs["mobilenet_v2", "onnx", "fp32"]))
+    assert "kEXPLICIT_BATCH" in parser.get_error(0).desc()
+
+
+def test_the_check_knows_the_versions(tmp_path):
+    assert parser_rules("8.5.2.2").release == "8.5"
+    assert parser_rules("8.6").release == "8.6"
+    assert parser_rules("10.3.0").release == "10"
+    assert parser_rules("11.4.1").release == "11"
+    with pytest.raises(EngineError, match="too old"):
+        parser_rules("8.2.1")
+    with pytest.raises(EngineError, match="unrecognized"):
+        parser_rules("ten")
+    (tmp_path / "x.onnx").write_bytes(b"not onnx")
+    with pytest.raises(EngineError, match="not a readable ONNX"):
+        check_graph(tmp_path / "x.onnx", "10.3")
+
+
+# --- FP32 pinning ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0"])
+def test_pinning_touches_only_float_layers_and_the_build_succeeds(graphs, with_trt, version):
+    for key in [
+        ("vgg16", "onnx", "fp32"),
+        ("mobilenet_v2", "efficientnms", "fp32"),
+        ("vgg16", "onnx", "fp16"),
+    ]:
+        trt = with_trt(version)
+        builder, network, ok, errors = parse(trt, graphs[key])
+        assert ok, errors
+        pinned = T.pin_fp32(network, trt)
+        assert pinned > 0
+        floats = {trt.float32, trt.float16}
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            for j in range(layer.num_outputs):
+                if layer.output_type_is_set(j):
+                    assert layer.get_output(j).dtype in floats, (layer.name, j)
+            if layer.precision_is_set:
+                never = {
+                    trt.LayerType[n] for n in ("SHAPE", "CONSTANT", "NMS", "IDENTITY", "PLUGIN_V2")
+                }
+                assert layer.type not in never, layer.name
+        layers = {
+            network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)
+        }
+        if key[0] == "vgg16":
+            assert layers["l2norm/node_pow_1"].precision == trt.float32
+            assert layers["l2norm/node_pow_1"].output_type_is_set(0)
+        if key[1] == "onnx":
+            topk = layers["nms/candidates"]  # float scores and INT32 indices
+            assert topk.output_type_is_set(0)
+            assert not topk.output_type_is_set(1)
+            assert not layers["nms/count"].precision_is_set  # the Shape layer
+        assert builder.build_serialized_network(network, fp16_config(trt, builder)) is not None, (
+            trt.log
+        )
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0"])
+def test_the_previous_pinning_fails_the_build(graphs, with_trt, version):
+    """Every output of every l2norm/, fp32/ and nms/ layer set to float32: integer outputs
+    (the NMS indices, TopK's indices, Shape) cannot be float under OBEY_PRECISION_CONSTRAINTS
+    (NvInfer.h release/8.6:703-722), and in 8.5 the casts would be rewritten."""
+    trt = with_trt(version)
+    builder, network, ok, _ = parse(trt, graphs["mobilenet_v2", "onnx", "fp32"])
+    old_pinning(network, trt)
+    assert builder.build_serialized_network(network, fp16_config(trt, builder)) is None
+    assert "inherently" in trt.log[-1] or "Cast" in trt.log[-1]
+
+
+def test_tensorrt_11_has_no_weak_typing(graphs, with_trt):
+    """11.x: no precision on layers, no FP16/INT8/OBEY flags, no EXPLICIT_BATCH
+    (pyGraph.cpp and pyCore.cpp release/11.1)."""
+    trt = with_trt("11.1.0")
+    _, network, ok, _ = parse(trt, graphs["mobilenet_v2", "onnx", "fp16"])
+    assert ok
+    with pytest.raises(AttributeError):
+        network.get_layer(0).precision = trt.float32
+    assert not hasattr(trt.BuilderFlag, "FP16")
+    assert not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    config = trt.Builder(trt.Logger()).create_builder_config()
+    with pytest.raises(AttributeError):
+        config.max_workspace_size = 1 << 30  # removed in 10.0
+    with pytest.raises(TypeError):
+        config.set_flag("FP16")
+
+
 def test_build_settings_per_version():
-    s86 = T.build_settings("8.6.2", "fp16", "fp32")
-    assert s86.network_flags == ("EXPLICIT_BATCH",)
-    assert s86.builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
-    assert s86.pin_l2norm_fp32
+    s85 = T.build_settings("8.5.2", "fp16", "fp32")
+    assert (s85.network_flags, s85.builder_flags, s85.pin_fp32) == (
+        ("EXPLICIT_BATCH",),
+        ("FP16", "OBEY_PRECISION_CONSTRAINTS"),
+        True,
+    )
     s103 = T.build_settings("10.3.0", "fp16", "fp32", dla=True)
     assert s103.network_flags == ()
     assert s103.builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS", "GPU_FALLBACK")
     s11 = T.build_settings("11.4.1", "fp16", "fp16")
-    assert s11.network_flags == ("STRONGLY_TYPED",)
-    assert s11.builder_flags == ()
-    assert not s11.pin_l2norm_fp32
+    assert (s11.network_flags, s11.builder_flags, s11.pin_fp32, s11.strongly_typed) == (
+        (),
+        (),
+        False,
+        True,
+    )
+    assert T.build_settings("10.16.1", "fp16", "fp16").network_flags == ("STRONGLY_TYPED",)
+    assert T.build_settings("8.6.2", "fp16", "fp16").network_flags == ("EXPLICIT_BATCH",)
     with pytest.raises(EngineError, match="export an FP16 ONNX"):
         T.build_settings("11.0.0", "fp16", "fp32")
-    assert T.build_settings("10.3.0", "fp32", "fp32").builder_flags == ()
-    assert T.build_settings("10.16.1", "fp16", "fp16").network_flags == ("STRONGLY_TYPED",)
+    with pytest.raises(EngineError, match="--dla needs --precision fp16"):
+        T.build_settings("10.3.0", "fp32", "fp32", dla=True)
     with pytest.raises(EngineError, match="unrecognized TensorRT version"):
         T.build_settings("ten", "fp16", "fp32")
 
 
-def test_engine_names_carry_version_gpu_precision_and_onnx_hash():
+# --- build_engine and its cache ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_default_fp16_build_works_on_every_version(graphs, with_trt, tmp_path, version):
+    trt = with_trt(version)
+    fp16_onnx = version.startswith("11")  # 11.x builds FP16 only from an FP16 ONNX
+    for tail in ("onnx", "efficientnms"):
+        onnx_path = graphs["mobilenet_v2", tail, "fp16" if fp16_onnx else "fp32"]
+        logs = []
+        out = T.build_engine(
+            onnx_path, cache_dir=tmp_path / tail, workspace_mb=256, log=logs.append
+        )
+        assert out.read_bytes().startswith(F.MAGIC)
+        built = trt.builds[-1]["flags"]
+        if not fp16_onnx:
+            assert trt.BuilderFlag.FP16 in built
+            assert trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS in built
+            assert any(m.startswith("kept ") for m in logs)
+        meta = json.loads(out.with_suffix(".engine.meta.json").read_text())
+        assert meta["class_names"] == ["a", "b"]
+        assert meta["tail"] == tail
+
+
+def test_the_cache_is_keyed_by_content_not_path(graphs, with_trt, tmp_path, monkeypatch):
+    trt = with_trt("10.3.0")
+    src = graphs["mobilenet_v2", "onnx", "fp32"]
+    work = tmp_path / "work"
+    work.mkdir()
+    copy = work / "model.onnx"
+    copy.write_bytes(src.read_bytes())
+    cache = tmp_path / "cache"
+    logs = []
+    first = T.build_engine(copy, cache_dir=cache, log=logs.append)
+    monkeypatch.chdir(work)
+    again = T.build_engine(Path("model.onnx"), cache_dir=cache, log=logs.append)  # relative
+    moved = tmp_path / "elsewhere.onnx"
+    moved.write_bytes(src.read_bytes())
+    third = T.build_engine(moved, cache_dir=cache, log=logs.append)  # same content, new name
+    assert first == again == third
+    assert len(trt.builds) == 1
+    assert sum("up to date" in m for m in logs) == 2
+    sidecar = json.loads(first.with_suffix(".engine.json").read_text())
+    assert {k: sidecar[k] for k in ("tensorrt", "gpu", "sm", "precision", "dla_core")} == {
+        "tensorrt": "10.3.0",
+        "gpu": "NVIDIA Jetson AGX Orin",
+        "sm": "87",
+        "precision": "fp16",
+        "dla_core": None,
+    }
+    assert (cache / "timing_trt10.3.0_sm87.cache").read_bytes() == b"TIMING-10.3.0"
+
+
+def test_engine_names_and_mismatches_name_the_gpu_model():
     name = T.engine_cache_name("ab" * 32, "10.3.0", "NVIDIA Jetson AGX Orin", "87", "fp16")
     assert name == "ssd300_abababababab_fp16_trt10.3.0_nvidia-jetson-agx-orin_sm87.engine"
     assert "_dla1_" in T.engine_cache_name("ab" * 32, "10.3.0", "Orin", "87", "fp16", dla_core=1)
-    assert T.engine_cache_name("cd" * 32, "10.3.0", "X", "87", "fp16") != name
+    built = {"tensorrt": "10.3.0", "gpu": "NVIDIA GeForce RTX 4090", "sm": "89"}
+    assert T.engine_mismatch(built, "10.3.0", "NVIDIA GeForce RTX 4090", "89") is None
+    # another GPU model of the same SM is refused too
+    why = T.engine_mismatch(built, "10.3.0", "NVIDIA RTX 6000 Ada Generation", "89")
+    assert why
+    assert "RTX 4090" in why
+    assert "main.py build" in why
+    assert T.engine_mismatch(built, "10.4.0", "NVIDIA GeForce RTX 4090", "89")
 
 
-def test_fp16_build_on_tensorrt_10_pins_l2norm_and_caches(with_trt, onnx_file, tmp_path):
-    trt = with_trt("10.3.0")
-    logs = []
-    out = T.build_engine(onnx_file, cache_dir=tmp_path / "cache", workspace_mb=256, log=logs.append)
-    assert out.read_bytes() == b"ENGINE-BYTES"
-    assert trt.calls["flags"] == [trt.BuilderFlag.FP16, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS]
-    assert trt.calls["network_flags"] == 0
-    assert trt.calls["workspace"] == 256 << 20
-    layers = {layer.name: layer for layer in trt.calls["network"].layers}
-    assert layers["l2norm/node_pow_1"].precision == "float32"
-    assert layers["l2norm/node_pow_1"].output_types == {0: "float32"}
-    assert layers["fp32/node_softmax"].precision == "float32"
-    assert layers["nms/nms"].precision == "float32"
-    assert layers["node_conv_1"].precision is None
-    assert any(m.startswith("kept 4 layers in FP32") for m in logs)
-    sidecar = json.loads(out.with_suffix(".engine.json").read_text())
-    assert sidecar["tensorrt"] == "10.3.0"
-    assert sidecar["sm"] == "87"
-    meta = json.loads(out.with_suffix(".engine.meta.json").read_text())
-    assert meta["class_names"] == ["a", "b"]
-    assert (tmp_path / "cache" / "timing_trt10.3.0_sm87.cache").read_bytes() == b"TIMING"
-    # the same ONNX, TensorRT and GPU: the cached engine is used
-    T.build_engine(onnx_file, cache_dir=tmp_path / "cache", log=logs.append)
-    assert trt.calls["builds"] == 1
-    assert any("up to date" in m for m in logs)
-    assert trt.calls["timing_in"] == b""
-
-
-def test_a_stale_engine_is_rebuilt_with_a_message(with_trt, onnx_file, tmp_path):
+def test_a_stale_engine_is_rebuilt_with_a_message(graphs, with_trt, tmp_path):
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
     with_trt("10.3.0")
-    out = T.build_engine(onnx_file, tmp_path / "m.engine", cache_dir=tmp_path, log=lambda m: None)
+    out = T.build_engine(onnx_path, tmp_path / "m.engine", cache_dir=tmp_path, log=lambda m: None)
     trt = with_trt("10.4.0")  # the TensorRT of this machine changed
     logs = []
-    T.build_engine(onnx_file, out, cache_dir=tmp_path, log=logs.append)
+    T.build_engine(onnx_path, out, cache_dir=tmp_path, log=logs.append)
     assert any("built for another ONNX, TensorRT or GPU: rebuilding" in m for m in logs)
-    assert trt.calls["builds"] == 1
-    assert trt.calls["timing_in"] == b""  # timing caches are per TensorRT version too
+    assert len(trt.builds) == 1
+    assert trt.builds
+    assert trt.Builder
 
 
-def test_tensorrt_11_needs_an_fp16_onnx(with_trt, onnx_file, tmp_path):
-    with_trt("11.4.1", has_fp16_flag=False)
-    with pytest.raises(EngineError, match="strongly typed.*--fp16"):
-        T.build_engine(onnx_file, cache_dir=tmp_path, log=lambda m: None)
-
-
-def test_build_failures_and_dla_checks(with_trt, onnx_file, tmp_path):
-    with_trt("10.3.0", build_ok=False)
-    with pytest.raises(EngineError, match="failed to build"):
-        T.build_engine(onnx_file, cache_dir=tmp_path, log=lambda m: None)
-    with_trt("10.3.0")
+def test_dla_refuses_fp32_and_needs_a_core(graphs, with_trt, tmp_path):
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
+    with pytest.raises(EngineError, match="--dla needs --precision fp16"):
+        T.build_engine(onnx_path, precision="fp32", dla_core=0, cache_dir=tmp_path)
+    trt = with_trt("10.3.0")
+    with pytest.raises(EngineError, match="--dla needs --precision fp16"):
+        T.TensorRTDetector(onnx_path, precision="fp32", dla_core=0, cache_dir=tmp_path)
     with pytest.raises(EngineError, match="DLA core 5 asked for; this device has 2"):
-        T.build_engine(onnx_file, cache_dir=tmp_path, dla_core=5, log=lambda m: None)
+        T.build_engine(onnx_path, cache_dir=tmp_path, dla_core=5, log=lambda m: None)
+    out = T.build_engine(onnx_path, cache_dir=tmp_path, dla_core=1, log=lambda m: None)
+    assert trt.builds[-1]["device"] == trt.DeviceType.DLA
+    assert trt.BuilderFlag.GPU_FALLBACK in trt.builds[-1]["flags"]
+    assert "_dla1_" in out.name
+    with_trt("11.1.0", dla_cores=0)  # no DLA in 11.0-11.3
+    with pytest.raises(EngineError, match="this device has 0"):
+        T.build_engine(
+            graphs["mobilenet_v2", "onnx", "fp16"], cache_dir=tmp_path, dla_core=0, log=print
+        )
 
 
-def test_missing_libraries_and_engines_give_clear_errors(tmp_path, monkeypatch):
+def test_build_fails_clearly(graphs, with_trt, tmp_path):
+    with_trt("11.4.1")
+    with pytest.raises(EngineError, match="strongly typed.*--fp16"):
+        T.build_engine(
+            graphs["mobilenet_v2", "onnx", "fp32"], cache_dir=tmp_path, log=lambda m: None
+        )
+    trt = with_trt("10.3.0")
+    trt.Builder.build_serialized_network = lambda self, n, c: None
+    with pytest.raises(EngineError, match="failed to build"):
+        T.build_engine(
+            graphs["mobilenet_v2", "onnx", "fp32"], cache_dir=tmp_path, log=lambda m: None
+        )
+
+
+# --- the runtime ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_frame(shared_data):
+    frames = sorted((shared_data / "images").rglob("*.jpg"))
+    if not frames:
+        pytest.skip("no test images in ../shared/data/images")
+    return cv2.imread(str(frames[0]))
+
+
+def test_the_runtime_runs_an_engine_through_cuda_python(graphs, with_trt, tmp_path, real_frame):
+    """Build, then pinned buffers, copies, tensor addresses, execute_async_v3, the stream:
+    the detections equal ONNX Runtime's on a real image; close() frees everything and a
+    detect() afterwards is a clear error, not a crash."""
+    trt = with_trt("10.3.0")
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
+    det = T.TensorRTDetector(onnx_path, cache_dir=tmp_path, log=lambda m: None)
+    reference = OnnxRuntimeDetector(onnx_path).detect(real_frame, score_threshold=0.0)
+    got = det.detect(real_frame, score_threshold=0.0)
+    assert len(got) == len(reference)
+    np.testing.assert_array_equal(got.class_ids, reference.class_ids)
+    np.testing.assert_allclose(got.boxes, reference.boxes, atol=1e-4)
+    assert det.host[C.INPUT].dtype == np.uint8
+    assert det.host[C.NUM_DETECTIONS].dtype == np.int32
+    cudart = trt.cudart
+    assert cudart.calls.count("cudaMallocHost") == 5
+    assert cudart.calls.count("cudaMalloc") == 5
+    before = set(F.CUDA.buffers)
+    det.close()
+    assert not (set(det.device_ptrs) | set(det._host_ptrs))
+    assert len(F.CUDA.buffers) == len(before) - 10
+    with pytest.raises(EngineError, match="closed"):
+        det.detect(real_frame)
+    with pytest.raises(EngineError, match="closed"):
+        det.run(np.zeros((1, 300, 300, 3), np.uint8))
+    det.close()  # twice is fine
+
+
+def test_a_failed_allocation_frees_what_was_allocated(graphs, with_trt, tmp_path):
+    trt = with_trt("10.3.0")
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
+    engine = T.build_engine(onnx_path, cache_dir=tmp_path, log=lambda m: None)
+    before = set(F.CUDA.buffers)
+    trt.cudart.cudaMalloc = lambda size: (trt.cudart.cudaError_t.cudaErrorMemoryAllocation, None)
+    with pytest.raises(
+        EngineError, match=r"CUDA error in cudaMalloc: cudaErrorMemoryAllocation \(2\)"
+    ):
+        T.TensorRTDetector(engine)
+    assert set(F.CUDA.buffers) == before  # the pinned buffer and the stream were released
+    assert "cudaStreamDestroy" in trt.cudart.calls
+
+
+def test_a_foreign_or_corrupt_engine_is_refused(with_trt, tmp_path):
+    with_trt("10.3.0")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"garbage")
+    engine.with_suffix(".engine.meta.json").write_text(json.dumps({"class_names": ["a"]}))
+    with pytest.raises(EngineError, match="cannot load this engine.*main.py build"):
+        T.TensorRTDetector(engine)
+
+
+def test_an_engine_from_another_gpu_model_is_refused(graphs, with_trt, tmp_path):
+    with_trt("10.3.0", gpu=b"NVIDIA GeForce RTX 4090", cc=(8, 9))
+    engine = T.build_engine(
+        graphs["mobilenet_v2", "onnx", "fp32"], tmp_path / "e.engine", log=lambda m: None
+    )
+    with_trt("10.3.0", gpu=b"NVIDIA RTX 6000 Ada Generation", cc=(8, 9))
+    with pytest.raises(EngineError, match="built with TensorRT 10.3.0 on NVIDIA GeForce RTX 4090"):
+        T.TensorRTDetector(engine)
+
+
+def test_missing_libraries_give_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
     with pytest.raises(EngineError, match="TensorRT is not installed"):
         T._import_trt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt("10.3.0"))
     monkeypatch.setitem(sys.modules, "cuda", None)
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     with pytest.raises(EngineError, match="cuda-python is not installed"):
@@ -225,66 +463,3 @@ def test_missing_libraries_and_engines_give_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "x.engine").write_bytes(b"x")
     with pytest.raises(EngineError, match="no x.engine.meta.json beside it"):
         T.TensorRTDetector._engine_info(tmp_path / "x.engine")
-
-
-def test_a_foreign_or_corrupt_engine_is_refused(tmp_path, monkeypatch):
-    trt = fake_trt("10.3.0")
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return None  # what TensorRT returns for another version's or a corrupt engine
-
-    trt.Runtime = Runtime
-    cudart = types.SimpleNamespace(cudaSetDevice=lambda d: (0,))
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(T, "_import_cudart", lambda: cudart)
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"garbage")
-    engine.with_suffix(".engine.meta.json").write_text(json.dumps({"class_names": ["a"]}))
-    with pytest.raises(EngineError, match="cannot load this engine.*main.py build"):
-        T.TensorRTDetector(engine)
-
-
-def test_tensorrt_8_6_builds_an_fp16_onnx_without_strong_typing(with_trt, tmp_path):
-    from engine.export import export_onnx
-    from training.model import SSD
-    from training.spec import make_spec
-
-    onnx16 = export_onnx(
-        SSD(make_spec("mobilenet_v2", "a,", "voc")), tmp_path / "h.onnx", fp16=True
-    )
-    trt = with_trt("8.6.2")
-    T.build_engine(onnx16, cache_dir=tmp_path, log=lambda m: None)
-    assert trt.calls["network_flags"] == 1 << 0  # EXPLICIT_BATCH only
-    assert trt.BuilderFlag.FP16 in trt.calls["flags"]
-    assert T.build_settings("8.6.2", "fp16", "fp16").network_flags == ("EXPLICIT_BATCH",)
-
-
-def test_a_dla_engine_is_loaded_on_its_core(with_trt, onnx_file, tmp_path, monkeypatch):
-    trt = with_trt("10.3.0")
-    out = T.build_engine(
-        onnx_file, tmp_path / "d.engine", cache_dir=tmp_path, dla_core=1, log=lambda m: None
-    )
-    assert trt.BuilderFlag.GPU_FALLBACK in trt.calls["flags"]
-    seen = {}
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def __setattr__(self, name, value):
-            seen[name] = value
-
-        def deserialize_cuda_engine(self, data):
-            return None
-
-    trt.Runtime = Runtime
-    monkeypatch.setattr(
-        T, "_import_cudart", lambda: types.SimpleNamespace(cudaSetDevice=lambda d: (0,))
-    )
-    with pytest.raises(EngineError, match="cannot load this engine"):
-        T.TensorRTDetector(out)
-    assert seen == {"DLA_core": 1}
