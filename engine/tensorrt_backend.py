@@ -1,4 +1,4 @@
-"""TensorRT: FP16 engine builds (8.6, 10.x, 11.x) with a per-device cache, and a runtime on
+"""TensorRT: FP16 engine builds (8.5, 8.6, 10.x, 11.x) with a per-device cache, and a runtime on
 cuda-python memory.
 
 TensorRT and cuda-python are imported lazily and only here. The version-dependent choices

@@ -463,3 +463,27 @@ def test_missing_libraries_give_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "x.engine").write_bytes(b"x")
     with pytest.raises(EngineError, match="no x.engine.meta.json beside it"):
         T.TensorRTDetector._engine_info(tmp_path / "x.engine")
+
+
+def test_build_check_and_dla_on_the_command_line(graphs, tmp_path):
+    """`build --check` needs no TensorRT: one line per version, exit 1 when one refuses;
+    `--dla` with fp32 is a one-line error before anything runs."""
+    from tests.test_cli import run
+
+    code, out, err = run("build", graphs["vgg16", "onnx", "fp16"], "--check", "all")
+    assert code == 0, err
+    assert out.splitlines() == [f"TensorRT {r}: ok" for r in RELEASES]
+    m = onnx.load(str(graphs["mobilenet_v2", "onnx", "fp32"]))
+    m.opset_import[0].version = 18
+    newer = tmp_path / "opset18.onnx"
+    onnx.save(m, str(newer))
+    code, out, err = run("build", newer, "--check", "8.5", "--check", "10.3")
+    assert code == 1
+    assert out.splitlines()[1] == "TensorRT 10.3: ok"
+    assert "reads ONNX up to opset 17" in out.splitlines()[0]
+    assert err.strip().splitlines() == [f"error: {newer}: 1 of 2 TensorRT versions would refuse it"]
+    code, out, err = run("build", newer, "--dla", "0", "--precision", "fp32")
+    assert code == 1
+    assert (
+        err.strip() == "error: --dla needs --precision fp16: the DLA runs FP16 or INT8, never FP32"
+    )
