@@ -367,6 +367,9 @@ def _append_efficient_nms(
         max_output_boxes=int(k),
         score_activation=0,
         score_threshold=float(score_thr),
+        # per-class NMS; named so that 8.6+ does not warn "Attribute class_agnostic not
+        # found in plugin node" (8.5's creator ignores it: efficientNMSPlugin.cpp 8.5:461)
+        class_agnostic=0,
     )
     m.graph.node.append(node)
     # The plugin's outputs already have the contract's types; these Identity nodes only

@@ -51,6 +51,7 @@ RUNTIME = [
     "engine.runtime",
     "engine.contract",
     "engine.tensorrt_backend",
+    "engine.trt_compat",
     "engine.overlay",
     "engine.sources",
     "engine.writers",

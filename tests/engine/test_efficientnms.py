@@ -60,6 +60,7 @@ def test_both_tails_give_the_same_detections_on_real_images(tmp_path, shared_dat
     det = OnnxRuntimeDetector(onnx_tail)
     sess, anchors, attrs = plugin_inputs(eff_tail, tmp_path)
     assert (attrs["box_coding"], attrs["background_class"], attrs["score_activation"]) == (1, 0, 0)
+    assert attrs["class_agnostic"] == 0
     total = 0
     for path in images:
         frame = cv2.imread(str(path))
@@ -76,6 +77,7 @@ def test_both_tails_give_the_same_detections_on_real_images(tmp_path, shared_dat
             background_class=attrs["background_class"],
             box_coding=attrs["box_coding"],
             score_activation=attrs["score_activation"],
+            class_agnostic=bool(attrs["class_agnostic"]),
         )
         n = int(num[0, 0])
         assert int(n2[0, 0]) == n, path.name
