@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from engine.runtime import EngineError
-    from engine.sources import mask_credentials
+    from engine.runtime.detector import EngineError
+    from engine.video.sources import mask_credentials
     from training.errors import SSDError
 
     try:

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    from engine.runtime import EngineError
+    from engine.runtime.detector import EngineError
 
     platform = os.environ.get("QT_QPA_PLATFORM", "")
     has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
@@ -50,7 +50,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     except ImportError:
         raise EngineError("PyQt5 is not installed (pip install PyQt5)") from None
     if args.model:
-        from engine.models import resolve_model
+        from engine.runtime.models import resolve_model
 
         args.model = str(resolve_model(args.model))
 

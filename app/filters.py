@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.runtime import Detections
+from engine.runtime.detector import Detections
 
 
 def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

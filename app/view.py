@@ -9,8 +9,8 @@ from PyQt5.QtCore import QRectF, Qt
 from PyQt5.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
-from engine.overlay import class_color
-from engine.runtime import Detections
+from engine.runtime.detector import Detections
+from engine.video.overlay import class_color
 
 
 def to_qimage(frame: np.ndarray) -> QImage:

@@ -33,9 +33,9 @@ from PyQt5.QtWidgets import (
 from app.filters import filter_detections
 from app.view import VideoView
 from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
-from engine.overlay import draw_detections
-from engine.runtime import BACKENDS, Detections, EngineError
-from engine.sources import VIDEO_EXTENSIONS, mask_credentials
+from engine.runtime.detector import BACKENDS, Detections, EngineError
+from engine.video.overlay import draw_detections
+from engine.video.sources import VIDEO_EXTENSIONS, mask_credentials
 
 MODEL_FILTER = "Models (*.onnx *.engine *.plan *.safetensors);;All files (*)"
 VIDEO_FILTER = "Videos (" + " ".join(f"*{e}" for e in sorted(VIDEO_EXTENSIONS)) + ");;All (*)"
@@ -67,7 +67,7 @@ def list_cameras(root: str = "/") -> list[tuple[str, str]]:
 
 def _shipped_model() -> str:
     """The shipped default model, or "" in a checkout without it."""
-    from engine.models import default_model
+    from engine.runtime.models import default_model
 
     try:
         return str(default_model())

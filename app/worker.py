@@ -3,7 +3,7 @@
 A DetectionWorker lives in its own QThread and creates the detector there (a CUDA context
 belongs to the thread that made it). Files play every frame, at their own frame rate or
 as fast as possible, with pause, single steps and seeking; cameras and streams are read by
-engine.sources.LiveReader, whose newest-frame slot drops stale frames instead of building
+engine.video.sources.LiveReader, whose newest-frame slot drops stale frames instead of building
 latency. Results go to the GUI through a one-packet slot: the worker replaces the packet
 and signals only when the GUI has taken the previous one, so a slow display never queues
 frames (memory stays flat). The GUI thread only paints. Controls (stop, pause, seek,
@@ -21,9 +21,9 @@ import numpy as np
 from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 
 from app.filters import filter_detections
-from engine.overlay import draw_detections
-from engine.runtime import Detections, EngineError, open_detector
-from engine.sources import (
+from engine.runtime.detector import Detections, EngineError, open_detector
+from engine.video.overlay import draw_detections
+from engine.video.sources import (
     FileReader,
     LiveReader,
     Source,
@@ -43,7 +43,7 @@ def describe_error(e: BaseException) -> str:
 
 def source_from_text(text: str) -> Source:
     """A Source for what the user typed or chose: a camera (index, /dev/videoN, v4l2://,
-    csi://), a URL, a GStreamer pipeline, or a file path / file:// URI (engine.sources).
+    csi://), a URL, a GStreamer pipeline, or a file path / file:// URI (engine.video.sources).
     A malformed camera URI raises EngineError."""
     text = text.strip()
     path = file_uri_path(text)
@@ -339,7 +339,7 @@ class DetectionWorker(QObject):
             self._close_recording()
 
     def _record(self, frame, dets, seconds: float, fps: float, live: bool) -> None:
-        from engine.writers import open_sink, resolve_codec
+        from engine.video.writers import open_sink, resolve_codec
 
         start, stop = self._take_record_request()
         try:

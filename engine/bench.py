@@ -1,7 +1,7 @@
 """`main.py bench`: backend-only latency and throughput, then the end-to-end path on a video
 with a per-stage breakdown.
 
-The end-to-end part is the video command's pipeline itself (engine/video.py): decoding and
+The end-to-end part is the video command's pipeline itself (engine/video/pipeline.py): decoding and
 resizing, inference and mapping back, overlay, encoding and logging overlap on three threads,
 and the ratio of its FPS to the backend-only FPS says what the pipeline costs.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.runtime import EngineError, open_detector
+from engine.runtime.detector import EngineError, open_detector
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -56,9 +56,9 @@ def end_to_end(det, video: Path, frames: int, codec: str = "auto") -> dict:
     """The video command's own pipeline (decode and resize, inference, overlay, encoding and
     the JSONL log on three threads) over the first `frames` frames, outputs to a temporary
     folder."""
-    from engine.sources import FileReader, Source
-    from engine.video import VideoOptions, VideoProcessor, output_paths
-    from engine.writers import resolve_codec
+    from engine.video.pipeline import VideoOptions, VideoProcessor, output_paths
+    from engine.video.sources import FileReader, Source
+    from engine.video.writers import resolve_codec
 
     reader = FileReader(video)
     fps = reader.props.fps
@@ -117,7 +117,7 @@ def run_bench(
         if model.suffix == ".safetensors" and backend != "torch":
             path = onnx_for_weights
             if path is None:
-                from engine.export import export_cached
+                from engine.export.onnx_export import export_cached
 
                 path = export_cached(model)
         try:

@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.export import export_weights
+    from engine.export.onnx_export import export_weights
 
     out = export_weights(
         args.weights,
@@ -143,13 +143,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from engine.platform import current_platform, default_workspace_mb
-    from engine.tensorrt_backend import DEFAULT_CACHE, DLA_FP32, build_engine
+    from engine.runtime.platform import current_platform, default_workspace_mb
+    from engine.runtime.tensorrt_backend import DEFAULT_CACHE, DLA_FP32, build_engine
 
     if args.check:
         return _check_versions(args.onnx, args.check)
     if args.dla is not None and args.precision == "fp32":
-        from engine.runtime import EngineError
+        from engine.runtime.detector import EngineError
 
         raise EngineError(DLA_FP32)
 
@@ -168,8 +168,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _check_versions(onnx: Path, versions: list[str]) -> int:
     """`build --check`: one line per TensorRT version; exit 1 if any would refuse the file."""
-    from engine.runtime import EngineError
-    from engine.trt_compat import RELEASES, check_graph
+    from engine.runtime.detector import EngineError
+    from engine.runtime.trt_compat import RELEASES, check_graph
 
     if not onnx.is_file():
         raise EngineError(f"model not found: {onnx}")
@@ -186,8 +186,8 @@ def _check_versions(onnx: Path, versions: list[str]) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import format_table, run_bench, save_json
-    from engine.models import resolve_model
-    from engine.runtime import available_backends
+    from engine.runtime.detector import available_backends
+    from engine.runtime.models import resolve_model
 
     args.model = resolve_model(args.model)
 
@@ -195,7 +195,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.video if args.video is not None else (SHARED_VIDEO if SHARED_VIDEO.is_file() else None)
     )
     if video is not None and not video.is_file():
-        from engine.runtime import EngineError
+        from engine.runtime.detector import EngineError
 
         raise EngineError(f"video not found: {video}")
     backends = args.backends
@@ -208,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     print(format_table(results))
     if all("error" in r for r in results["backends"].values()):
-        from engine.runtime import EngineError
+        from engine.runtime.detector import EngineError
 
         raise EngineError("no backend could run the model (see the table)")
     if args.json:

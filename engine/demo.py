@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.runtime import EngineError
+from engine.runtime.detector import EngineError
 
 # (scikit-image loader, what is in it) in showing order.
 SCENES = (
@@ -83,8 +83,8 @@ def make_sample_video(
 ) -> int:
     """Writes the sample video (H.264 where PyAV is installed, else mp4v); returns its
     frame count."""
-    from engine.platform import Platform
-    from engine.writers import open_sink, resolve_codec
+    from engine.runtime.platform import Platform
+    from engine.video.writers import open_sink, resolve_codec
 
     codec, _ = resolve_codec("auto", Platform())  # the software encoder: same file everywhere
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine import video_command
-    from engine.video import check_output_dir
+    from engine.video.pipeline import check_output_dir
 
     if not 0.2 <= args.seconds <= 60:
         raise EngineError("--seconds must be between 0.2 and 60")

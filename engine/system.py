@@ -10,7 +10,7 @@ import platform as pyplatform
 import shutil
 import subprocess
 
-from engine.platform import current_platform
+from engine.runtime.platform import current_platform
 
 
 def _version(module: str) -> str | None:
@@ -37,7 +37,7 @@ def _tensorrt() -> str:
 
 def _gpu() -> str:
     try:
-        from engine.tensorrt_backend import gpu_identity
+        from engine.runtime.tensorrt_backend import gpu_identity
 
         name, cc = gpu_identity()
         return f"{name} (sm{cc})"
@@ -81,7 +81,7 @@ def report() -> list[tuple[str, str]]:
     except Exception:
         rows.append(("onnxruntime", "not installed"))
     rows.append(("pyqt5", "installed" if _version("PyQt5") else "not installed (no GUI)"))
-    from engine.writers import h264_available, pyav_nvenc_available
+    from engine.video.writers import h264_available, pyav_nvenc_available
 
     if _version("av"):
         enc = ["libx264"] if h264_available() else []

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.writers import CODECS, X264_PRESETS
+from engine.video.writers import CODECS, X264_PRESETS
 
 DEFAULT_OUTPUT = Path("runs/video")
 
@@ -161,8 +161,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def open_model(args: argparse.Namespace):
     """A Detector for --model/--backend/--device honouring the thresholds: a weights file is
     exported (cached) with them for ONNX Runtime or TensorRT, or run by PyTorch with them."""
-    from engine.models import resolve_model
-    from engine.runtime import EngineError, available_backends, open_detector
+    from engine.runtime.detector import EngineError, available_backends, open_detector
+    from engine.runtime.models import resolve_model
 
     model = args.model = resolve_model(args.model)
     score, iou = args.score_threshold, args.iou_threshold
@@ -182,7 +182,7 @@ def open_model(args: argparse.Namespace):
         if backend == "torch":
             return open_detector(model, "torch", args.device, **options)
         try:
-            from engine.export import export_cached
+            from engine.export.onnx_export import export_cached
         except ImportError as e:
             raise EngineError(
                 f"{model}: exporting a weights file needs PyTorch ({e}); export it on a "
@@ -208,7 +208,7 @@ def open_model(args: argparse.Namespace):
 
 def parse_classes(text: str | None, class_names: list[str]) -> list[int] | None:
     """Class ids (1-based, 0 is background) from 'person,car' or '15,7'."""
-    from engine.runtime import EngineError
+    from engine.runtime.detector import EngineError
 
     if not text:
         return None
@@ -229,9 +229,9 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int] | None:
 
 def _probe_total(sources, opts) -> int:
     """Frames the file inputs will give (for the overall progress bar); 0 if unknown."""
-    from engine.runtime import EngineError
-    from engine.sources import FileReader
-    from engine.video import frame_range
+    from engine.runtime.detector import EngineError
+    from engine.video.pipeline import frame_range
+    from engine.video.sources import FileReader
 
     total = 0
     for s in sources:
@@ -321,7 +321,7 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
     weights = [(r.stage_ms, r.frames) for r in results if r.frames]
     if weights:
         total = sum(w for _, w in weights)
-        from engine.video import STAGES
+        from engine.video.pipeline import STAGES
 
         avg = {
             k: sum(s.get(k, 0.0) * w for s, w in weights) / total
@@ -340,9 +340,8 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from engine.runtime import EngineError
-    from engine.sources import resolve_inputs
-    from engine.video import (
+    from engine.runtime.detector import EngineError
+    from engine.video.pipeline import (
         GracefulStop,
         InputResult,
         VideoOptions,
@@ -351,7 +350,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         output_paths,
         write_summary,
     )
-    from engine.writers import resolve_codec
+    from engine.video.sources import resolve_inputs
+    from engine.video.writers import resolve_codec
 
     if args.end is not None and args.end <= args.start:
         raise EngineError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     import cv2
 
-    from engine.runtime import open_detector
+    from engine.runtime.detector import open_detector
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="first model (.onnx, weights file, engine)")

@@ -23,8 +23,8 @@ def main() -> int:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from engine.export import export_onnx
-    from engine.models import DEFAULT_ONNX, DEFAULT_WEIGHTS
+    from engine.export.onnx_export import export_onnx
+    from engine.runtime.models import DEFAULT_ONNX, DEFAULT_WEIGHTS
     from training.weights import atomic_write, load_detector
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -31,7 +31,7 @@ def export_test_model(path: Path) -> Path:
     to `path` with score threshold 0.2."""
     import torch
 
-    from engine.export import export_onnx
+    from engine.export.onnx_export import export_onnx
     from training.importers import (
         import_torchvision_mobilenet_v2,
         mobilenet_v2_imagenet_path,

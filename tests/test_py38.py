@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Everything main.py imports to build its parser, the GUI, and the engine runtime.
 DEPLOY = sorted(
     [ROOT / "main.py", *(ROOT / "app").glob("*.py")]
-    + [p for p in (ROOT / "engine").glob("*.py") if p.name not in ("export.py", "torch_backend.py")]
+    + [p for d in ("engine", "engine/runtime", "engine/video") for p in (ROOT / d).glob("*.py")]
     + [
         ROOT / "training" / n
         for n in ("__init__.py", "errors.py", "commands.py", "run_commands.py", "spec.py")

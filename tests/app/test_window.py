@@ -18,8 +18,8 @@ from PyQt5.QtGui import QDropEvent
 
 from app.filters import filter_detections, nms_per_class
 from app.window import MainWindow
-from engine.overlay import class_color
-from engine.runtime import Detections
+from engine.runtime.detector import Detections
+from engine.video.overlay import class_color
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from engine.trt_compat import _OPS_10, _OPS_85, _OPS_86
+from engine.runtime.trt_compat import _OPS_10, _OPS_85, _OPS_86
 
 MAGIC = b"FAKE-TRT-ENGINE\n"
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.models import DEFAULT_ONNX, DEFAULT_WEIGHTS, default_model, resolve_model
-from engine.runtime import EngineError, open_detector
+from engine.runtime.detector import EngineError, open_detector
+from engine.runtime.models import DEFAULT_ONNX, DEFAULT_WEIGHTS, default_model, resolve_model
 
 # Boxes drawn by hand on the images (x1, y1, x2, y2 in pixels).
 PERSON_IN_PERSON_JPG = (190, 98, 275, 375)

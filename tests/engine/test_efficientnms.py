@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import contract as C
-from engine.export import export_weights
-from engine.runtime import OnnxRuntimeDetector
+from engine.export.onnx_export import export_weights
+from engine.runtime import contract as C
+from engine.runtime.detector import OnnxRuntimeDetector
 from tests.engine import efficientnms_reference as ref
 
 SHIPPED = "assets/models/ssd300_mobilenet_v2_voc.safetensors"

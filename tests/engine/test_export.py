@@ -6,9 +6,9 @@ import onnx
 import pytest
 import torch
 
-from engine import contract as C
-from engine.export import export_onnx
-from engine.runtime import EngineError, OnnxRuntimeDetector, open_detector, read_onnx_info
+from engine.export.onnx_export import export_onnx
+from engine.runtime import contract as C
+from engine.runtime.detector import EngineError, OnnxRuntimeDetector, open_detector, read_onnx_info
 from training.model import SSD
 from training.postprocess import PostProcessor
 from training.spec import make_spec

@@ -11,9 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from engine import gstreamer as gst
-from engine import sources, writers
-from engine.platform import (
+from engine.runtime.detector import EngineError
+from engine.runtime.platform import (
     Platform,
     default_workspace_mb,
     detect_platform,
@@ -21,8 +20,9 @@ from engine.platform import (
     opencv_has_gstreamer,
     parse_tegra_release,
 )
-from engine.runtime import EngineError
-from engine.sources import (
+from engine.video import gstreamer as gst
+from engine.video import sources, writers
+from engine.video.sources import (
     CapturePlan,
     FileReader,
     Source,
@@ -369,7 +369,7 @@ def test_pyav_nvenc_is_not_claimed_without_a_gpu():
 
 
 def test_an_engine_built_on_another_device_is_refused_with_the_reason(tmp_path, monkeypatch):
-    from engine import tensorrt_backend as T
+    from engine.runtime import tensorrt_backend as T
 
     meta = {"tensorrt": "10.3.0", "gpu": "Orin", "sm": "87"}
     assert T.engine_mismatch(meta, "10.3.0", "Orin", "87") is None
@@ -393,8 +393,8 @@ def test_an_engine_built_on_another_device_is_refused_with_the_reason(tmp_path, 
 
 
 def test_build_command_uses_the_device_workspace(monkeypatch, tmp_path):
-    import engine.platform as P
-    import engine.tensorrt_backend as T
+    import engine.runtime.platform as P
+    import engine.runtime.tensorrt_backend as T
     from main import main
 
     seen = {}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.export import export_onnx
-from engine.overlay import class_color, draw_detections
-from engine.runtime import EngineError, open_detector
+from engine.export.onnx_export import export_onnx
+from engine.runtime.detector import EngineError, open_detector
+from engine.video.overlay import class_color, draw_detections
 from training.importers import (
     import_torchvision_mobilenet_v2,
     mobilenet_v2_imagenet_path,

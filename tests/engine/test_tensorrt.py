@@ -12,17 +12,17 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import contract as C
-from engine import tensorrt_backend as T
-from engine.runtime import EngineError, OnnxRuntimeDetector
-from engine.trt_compat import RELEASES, check_graph, parser_rules
+from engine.runtime import contract as C
+from engine.runtime import tensorrt_backend as T
+from engine.runtime.detector import EngineError, OnnxRuntimeDetector
+from engine.runtime.trt_compat import RELEASES, check_graph, parser_rules
 from tests.engine import fake_tensorrt as F
 
 VERSIONS = ("8.5.2", "8.6.2", "10.3.0", "11.1.0")  # JetPack 5.1, 6.0, 6.1/6.2, a desktop
 
 
 def export(tmp_path, backbone="mobilenet_v2", tail="onnx", fp16=False, name=None):
-    from engine.export import export_onnx
+    from engine.export.onnx_export import export_onnx
     from training.model import SSD
     from training.spec import make_spec
 

@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.overlay import draw_detections
-from engine.runtime import Detections, EngineError, open_detector
-from engine.sources import FileReader, Source, mask_credentials, resolve_inputs
-from engine.video import VideoOptions, output_paths
+from engine.runtime.detector import Detections, EngineError, open_detector
+from engine.video.overlay import draw_detections
+from engine.video.pipeline import VideoOptions, output_paths
+from engine.video.sources import FileReader, Source, mask_credentials, resolve_inputs
+from engine.video.writers import h264_available, partial_path
 from engine.video_command import parse_classes, parse_time
-from engine.writers import h264_available, partial_path
 from main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ def test_opencv_codecs(model, videos, tmp_path, codec, ext):
 
 
 def test_without_pyav_auto_falls_back_to_mp4v_with_a_note(monkeypatch):
-    from engine import writers
+    from engine.video import writers
 
     monkeypatch.setattr(writers, "h264_available", lambda: False)
     codec, note = writers.resolve_codec("auto")
@@ -183,7 +183,7 @@ def test_without_pyav_auto_falls_back_to_mp4v_with_a_note(monkeypatch):
 
 
 def test_a_backend_error_fails_that_input_only(model, videos, tmp_path):
-    from engine.video import VideoProcessor
+    from engine.video.pipeline import VideoProcessor
 
     class Flaky:
         """Wraps a detector; its inference fails from the 5th frame on."""
@@ -416,7 +416,7 @@ def test_mask_credentials():
 
 
 def test_status_overlay_draws_fps_and_frame_number():
-    from engine.overlay import draw_status
+    from engine.video.overlay import draw_status
 
     frame = np.zeros((432, 768, 3), np.uint8)
     draw_status(frame, fps=12.3, frame_index=456)

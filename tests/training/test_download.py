@@ -304,8 +304,8 @@ def test_sha256_parsing():
 
 
 def test_the_engine_finds_downloads_where_the_download_puts_them(tmp_path, monkeypatch):
-    """engine.models.weights_cache mirrors cache_dir (the deploy path cannot import it)."""
-    from engine.models import weights_cache
+    """engine.runtime.models.weights_cache mirrors cache_dir (the deploy path cannot import it)."""
+    from engine.runtime.models import weights_cache
     from training.download import cache_dir
 
     for value in (str(tmp_path), "~/ssd300-cache"):

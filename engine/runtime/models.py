@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.runtime import EngineError
+from engine.runtime.detector import EngineError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "assets" / "models"
 DEFAULT_NAME = "ssd300_mobilenet_v2_voc"
 DEFAULT_WEIGHTS = MODELS_DIR / f"{DEFAULT_NAME}.safetensors"
 DEFAULT_ONNX = MODELS_DIR / f"{DEFAULT_NAME}.onnx"

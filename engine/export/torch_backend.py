@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.runtime import Detector, EngineError, ModelInfo
+from engine.runtime.detector import Detector, EngineError, ModelInfo
 from training.postprocess import PostProcessor
 from training.weights import load_detector
 

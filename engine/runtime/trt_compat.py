@@ -7,7 +7,7 @@ that TensorRT release would reject or misread, from the rules below. Each rule c
 onnx-tensorrt source or TensorRT document it mirrors (onnx/onnx-tensorrt branches 8.5-GA,
 8.6-GA, 9.3, 10.0-GA, 10.1-GA; TensorRT 11 from NVIDIA's documentation only).
 
-Used by `build` (engine.tensorrt_backend.build_engine) before parsing, and by the tests on
+Used by `build` (engine.runtime.tensorrt_backend.build_engine) before parsing, and by the tests on
 every graph `export` makes. Needs the onnx package (on the Jetson too), not TensorRT.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.runtime import EngineError
+from engine.runtime.detector import EngineError
 
 
 def _names(text: str) -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 The graph takes what OpenCV gives after a resize (uint8 [1, 300, 300, 3] BGR) and does the
 rest: channel swap, normalization, the network, softmax, box decoding and NMS, ending in
-the fixed-size outputs of engine.contract. Two NMS tails:
+the fixed-size outputs of engine.runtime.contract. Two NMS tails:
 
 - 'onnx': standard NonMaxSuppression, then padding and TopK to K rows. Runs in ONNX
   Runtime and in TensorRT (INMSLayer).
@@ -26,7 +26,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from engine import contract as C
+from engine.runtime import contract as C
 from training.boxes import cxcywh_to_xyxy
 from training.errors import SSDError
 from training.model import SSD
@@ -404,7 +404,7 @@ def export_cached(weights: str | Path, cache_dir: Path | None = None, **options)
     import hashlib
     import json
 
-    from engine.tensorrt_backend import file_sha256
+    from engine.runtime.tensorrt_backend import file_sha256
 
     weights = Path(weights)
     cache = cache_dir or Path.home() / ".cache" / "ssd300" / "onnx"

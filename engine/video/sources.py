@@ -11,7 +11,7 @@ Source specifications, the same in the video command and the GUI:
 
 Camera URIs take ?width=&height=&fps= (csi also &flip=, v4l2 also &format=mjpg). On a
 machine whose OpenCV has GStreamer, cameras and RTSP streams open through GStreamer
-pipelines (engine/gstreamer.py; on a Jetson with NVDEC/VIC/Argus, and Jetson files in
+pipelines (engine/video/gstreamer.py; on a Jetson with NVDEC/VIC/Argus, and Jetson files in
 H.264/H.265 are decoded by NVDEC too); elsewhere OpenCV's own V4L2 and FFmpeg capture.
 
 numpy and OpenCV only (the deploy path; Python 3.8 syntax). A file is read frame by frame,
@@ -36,9 +36,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import cv2
 import numpy as np
 
-from engine import gstreamer as gst
-from engine.platform import Platform, current_platform
-from engine.runtime import EngineError
+from engine.runtime.detector import EngineError
+from engine.runtime.platform import Platform, current_platform
+from engine.video import gstreamer as gst
 
 # FFmpeg inside OpenCV prints decoder complaints ("error while decoding block") for damaged
 # files straight to stderr; the pipeline reports where a file stopped in one line instead.
@@ -425,7 +425,7 @@ class FileReader:
         self.cap.release()
 
 
-# FOURCC (as OpenCV's FFmpeg reports it) -> the codec names of engine.gstreamer.
+# FOURCC (as OpenCV's FFmpeg reports it) -> the codec names of engine.video.gstreamer.
 _FOURCC_CODECS = {
     "avc1": "h264",
     "h264": "h264",
@@ -584,11 +584,6 @@ def open_live(
             "appsink at its end; try it with gst-launch-1.0)"
         )
     raise EngineError(f"{source.display}: cannot open the {what}")
-
-
-def open_capture(source: Source, platform: Platform | None = None) -> cv2.VideoCapture:
-    """An opened VideoCapture for a camera or stream, or EngineError saying why not."""
-    return open_live(source, platform)[0]
 
 
 class LiveReader:

@@ -8,7 +8,7 @@ import colorsys
 import cv2
 import numpy as np
 
-from engine.runtime import Detections
+from engine.runtime.detector import Detections
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:

@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import gstreamer as gst
-from engine.platform import Platform, current_platform
-from engine.runtime import Detections, EngineError
+from engine.runtime.detector import Detections, EngineError
+from engine.runtime.platform import Platform, current_platform
+from engine.video import gstreamer as gst
 
 CODECS = ("auto", "h264", "nvenc", "mp4v", "mjpg")
 # What resolve_codec returns: "h264" (PyAV libx264), "h264_nvenc" (PyAV on NVENC),
@@ -239,7 +239,7 @@ NO_GSTREAMER_WRITER = "this OpenCV has no GStreamer (use JetPack's OpenCV: apt n
 
 class GStreamerSink(VideoSink):
     """H.264 in MP4 encoded by a Jetson's NVENC (nvv4l2h264enc) through OpenCV's GStreamer
-    VideoWriter (engine.gstreamer.encoder_pipeline). Constant frame rate; the bitrate
+    VideoWriter (engine.video.gstreamer.encoder_pipeline). Constant frame rate; the bitrate
     follows the frame size (gstreamer.h264_bitrate)."""
 
     codec = "h264-nvenc"

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import contract as C
+from engine.runtime import contract as C
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
@@ -293,7 +293,7 @@ def open_detector(
         if not _is_weights(path):
             raise EngineError(f"{path}: the PyTorch backend runs .safetensors weights files")
         try:
-            from engine.torch_backend import TorchDetector
+            from engine.export.torch_backend import TorchDetector
         except ImportError as e:
             raise EngineError(
                 f"{path}: running a weights file needs PyTorch ({e}); export it to ONNX "
@@ -309,6 +309,6 @@ def open_detector(
         if is_engine:
             raise EngineError(f"{path}: a TensorRT engine runs only with the tensorrt backend")
         return OnnxRuntimeDetector(path, device=device, **options)
-    from engine.tensorrt_backend import TensorRTDetector
+    from engine.runtime.tensorrt_backend import TensorRTDetector
 
     return TensorRTDetector(path, **options)

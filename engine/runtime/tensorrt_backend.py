@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import contract as C
-from engine.runtime import Detector, EngineError, ModelInfo, read_onnx_info
+from engine.runtime import contract as C
+from engine.runtime.detector import Detector, EngineError, ModelInfo, read_onnx_info
 
 DEFAULT_CACHE = Path.home() / ".cache" / "ssd300" / "engines"
 # TensorRT's DLA runs FP16 and INT8 layers only ("DLA supports ... FP16 and INT8", TensorRT
@@ -280,7 +280,7 @@ def build_engine(
             return out
         log(f"engine {out} was built for another ONNX, TensorRT or GPU: rebuilding")
     settings = build_settings(trt.__version__, precision, info.precision, dla_core is not None)
-    from engine.trt_compat import require_compatible
+    from engine.runtime.trt_compat import require_compatible
 
     # Before TensorRT sees the file: what its parser would reject or misread, in one line.
     require_compatible(onnx_path, trt.__version__, str(onnx_path))
@@ -353,7 +353,7 @@ class TensorRTDetector(Detector):
         cudart = _import_cudart()
         model = Path(model)
         if workspace_mb is None:  # what fits this device (smaller on small Jetsons)
-            from engine.platform import current_platform, default_workspace_mb
+            from engine.runtime.platform import current_platform, default_workspace_mb
 
             workspace_mb = default_workspace_mb(current_platform())
         if model.suffix == ".onnx":
