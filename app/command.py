@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine.runtime.detector import BACKENDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,7 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the last one used, else the shipped SSD300-MobileNetV2 VOC model)",
     )
     p.add_argument("--source", "-s", help="camera index (0), video file, or stream URL")
-    p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default=None)
+    p.add_argument(
+        "--backend",
+        choices=["auto", *BACKENDS],
+        default=None,
+        help="auto: TensorRT when installed with a GPU, else ONNX Runtime",
+    )
     p.add_argument(
         "--output",
         type=Path,

@@ -10,6 +10,7 @@ stops at the model's IoU.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,3 +61,18 @@ def filter_detections(
     return Detections(
         dets.boxes[idx], dets.scores[idx], dets.class_ids[idx], [dets.names[i] for i in idx]
     )
+
+
+@dataclass(frozen=True)
+class DetectionFilter:
+    """What the sliders and the class list keep: score >= `score`, the class ids in
+    `classes` (None: all), and a per-class NMS at `iou` when it is below the model's own
+    `model_iou`. The window makes one per change; the worker's recorder uses the same."""
+
+    score: float = 0.0
+    iou: float | None = None
+    classes: tuple[int, ...] | None = None
+    model_iou: float = 1.0
+
+    def apply(self, dets: Detections) -> Detections:
+        return filter_detections(dets, self.score, self.iou, self.classes, self.model_iou)

@@ -30,7 +30,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from app.filters import filter_detections
+from app.filters import DetectionFilter
 from app.view import VideoView
 from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
 from engine.runtime.detector import BACKENDS, Detections, EngineError
@@ -240,6 +240,11 @@ class MainWindow(QMainWindow):
         )
         f.addRow("Seek", self.seek_slider)
         self.realtime_box = QCheckBox("Files at their own frame rate")
+        self.realtime_box.setToolTip(
+            "Play files in real time: when the model is slower than the file, the frames it "
+            "cannot keep up with are skipped (counted in 'dropped'). Untick to process every "
+            "frame, slower than real time."
+        )
         self.realtime_box.toggled.connect(self._realtime_changed)
         f.addRow(self.realtime_box)
         self.record_button = QPushButton("Record")
@@ -502,17 +507,19 @@ class MainWindow(QMainWindow):
         for i in range(self.class_list.count()):
             self.class_list.item(i).setCheckState(Qt.Checked if on else Qt.Unchecked)
 
-    def current_filters(self) -> tuple:
-        """(score, iou, class ids or None, the model's iou), as the worker's recorder takes."""
-        score = self.conf_slider.value() / 100
-        iou = self.iou_slider.value() / 100
-        model_iou = self.info.model_iou if self.info else 1.0
-        return score, iou, self._class_ids, model_iou
+    def current_filters(self) -> DetectionFilter:
+        """The sliders and the class list, as the view and the worker's recorder apply them."""
+        return DetectionFilter(
+            score=self.conf_slider.value() / 100,
+            iou=self.iou_slider.value() / 100,
+            classes=None if self._class_ids is None else tuple(self._class_ids),
+            model_iou=self.info.model_iou if self.info else 1.0,
+        )
 
     def shown_detections(self) -> Detections:
         if self.packet is None:
             return Detections.empty()
-        return filter_detections(self.packet.dets, *self.current_filters())
+        return self.current_filters().apply(self.packet.dets)
 
     def _filters_changed(self) -> None:
         n = self.class_list.count()

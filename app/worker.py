@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 
-from app.filters import filter_detections
+from app.filters import DetectionFilter
 from engine.runtime.detector import Detections, EngineError, open_detector
 from engine.video.overlay import draw_detections
 from engine.video.sources import (
@@ -122,8 +122,7 @@ class DetectionWorker(QObject):
         self.model, self.source = Path(model), source
         self.backend, self.device = backend, device
         self.realtime = realtime
-        # (score, iou, class ids or None, model iou): read by the recorder
-        self.filters: tuple = (0.0, None, None, 1.0)
+        self.filters = DetectionFilter()  # what the recorder keeps (set by the window)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._latest: Packet | None = None
@@ -135,6 +134,7 @@ class DetectionWorker(QObject):
         self._record_stop = False
         self._sink = None
         self.display_skipped = 0
+        self.file_dropped = 0  # file frames passed over to keep real time
 
     # -- controls (any thread) -------------------------------------------------------------
 
@@ -269,7 +269,8 @@ class DetectionWorker(QObject):
                 capture.tick()
                 dets, latency = self._detect(det, frame)
                 latency_ms = latency if latency_ms == 0 else 0.9 * latency_ms + 0.1 * latency
-                self._record(frame, dets, index / fps, fps, live=False)
+                # in real time, frames may be passed over: the recording keeps their times
+                self._record(frame, dets, index / fps, fps, live=self.realtime)
                 if self.realtime and not stepping:
                     if clock is None:
                         clock = (time.perf_counter(), index)
@@ -282,12 +283,20 @@ class DetectionWorker(QObject):
                     "capture_fps": capture.value,  # frames read per second (the playback)
                     "inference_fps": 1000 / latency_ms if latency_ms else 0.0,  # detector
                     "latency_ms": latency,
-                    "dropped": self.display_skipped,
+                    "dropped": self.display_skipped + self.file_dropped,
                     "position": index,
                     "total": props.frame_count,
                 }
                 self._publish(Packet(frame, dets, index, index / fps, stats))
                 index += 1
+                if clock is not None and not self._paused:
+                    # Real time: when the detector is slower than the file, pass over the
+                    # frames whose time has gone, so the video plays at its own speed.
+                    behind = int((time.perf_counter() - clock[0]) * fps) - (index - clock[1])
+                    if behind > 0:
+                        skipped = reader.skip(behind)
+                        index += skipped
+                        self.file_dropped += skipped
         finally:
             reader.release()
 
@@ -351,8 +360,7 @@ class DetectionWorker(QObject):
                 self._sink = open_sink(path, w, h, fps, codec, live=live)
                 self.recording.emit(str(path))
             if self._sink is not None:
-                score, iou, classes, model_iou = self.filters
-                shown = filter_detections(dets, score, iou, classes, model_iou)
+                shown = self.filters.apply(dets)
                 self._sink.write(draw_detections(frame.copy(), shown), seconds)
             if stop:
                 self._close_recording()

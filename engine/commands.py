@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.runtime.detector import BACKENDS
 from training.commands import int_in_range
 
 SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "vtest.avi"
@@ -99,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backends",
         nargs="+",
         default=None,
-        choices=["tensorrt", "onnxruntime", "torch", "torch-nchw"],
+        choices=[*BACKENDS, "torch-nchw"],
         help="default: every backend available for the model; torch-nchw is PyTorch eager in "
         "its default memory layout (torch runs channels-last)",
     )

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.runtime.detector import BACKENDS
 from engine.video.writers import CODECS, X264_PRESETS
 
 DEFAULT_OUTPUT = Path("runs/video")
@@ -84,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        choices=["auto", *BACKENDS],
         help="auto: TensorRT when installed with a GPU, else ONNX Runtime (weights files "
         "are exported to ONNX once and cached); torch runs weights files in PyTorch",
     )

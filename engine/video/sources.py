@@ -391,6 +391,15 @@ class FileReader:
                     break
         self.next_index = frame
 
+    def skip(self, n: int) -> int:
+        """Passes over up to `n` frames without converting them (a player catching up);
+        returns how many were skipped (fewer at the end of the file)."""
+        done = 0
+        while done < n and self.cap.grab():
+            done += 1
+        self.next_index += done
+        return done
+
     def _position(self) -> int:
         return int(round(self.cap.get(cv2.CAP_PROP_POS_FRAMES)))
 
