@@ -3,7 +3,7 @@
 A DetectionWorker lives in its own QThread and creates the detector there (a CUDA context
 belongs to the thread that made it). Files play every frame, at their own frame rate or
 as fast as possible, with pause, single steps and seeking; cameras and streams are read by
-engine.video.sources.LiveReader, whose newest-frame slot drops stale frames instead of building
+engine.video.live.LiveReader, whose newest-frame slot drops stale frames instead of building
 latency. Results go to the GUI through a one-packet slot: the worker replaces the packet
 and signals only when the GUI has taken the previous one, so a slow display never queues
 frames (memory stays flat). The GUI thread only paints. Controls (stop, pause, seek,
@@ -22,15 +22,10 @@ from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 
 from app.filters import DetectionFilter
 from engine.runtime.detector import Detections, EngineError, open_detector
+from engine.video.files import FileReader
+from engine.video.live import LiveReader
 from engine.video.overlay import draw_detections
-from engine.video.sources import (
-    FileReader,
-    LiveReader,
-    Source,
-    file_uri_path,
-    mask_credentials,
-    parse_source,
-)
+from engine.video.sources import Source, file_uri_path, mask_credentials, parse_source
 
 
 def describe_error(e: BaseException) -> str:

@@ -56,8 +56,9 @@ def end_to_end(det, video: Path, frames: int, codec: str = "auto") -> dict:
     """The video command's own pipeline (decode and resize, inference, overlay, encoding and
     the JSONL log on three threads) over the first `frames` frames, outputs to a temporary
     folder."""
+    from engine.video.files import FileReader
     from engine.video.pipeline import VideoOptions, VideoProcessor, output_paths
-    from engine.video.sources import FileReader, Source
+    from engine.video.sources import Source
     from engine.video.writers import resolve_codec
 
     reader = FileReader(video)

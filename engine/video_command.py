@@ -231,8 +231,8 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int] | None:
 def _probe_total(sources, opts) -> int:
     """Frames the file inputs will give (for the overall progress bar); 0 if unknown."""
     from engine.runtime.detector import EngineError
+    from engine.video.files import FileReader
     from engine.video.pipeline import frame_range
-    from engine.video.sources import FileReader
 
     total = 0
     for s in sources:

@@ -32,8 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.runtime.detector import Detections, Detector, EngineError
+from engine.video.files import FileReader
+from engine.video.live import LiveReader
 from engine.video.overlay import draw_detections, draw_status
-from engine.video.sources import FileReader, LiveReader, Source, mask_credentials
+from engine.video.sources import Source, mask_credentials
 from engine.video.writers import DetectionLog, VideoSink, open_sink, partial_path, video_extension
 
 STAGES = ("decode", "resize", "infer", "post", "draw", "encode", "log")
@@ -49,7 +51,7 @@ class VideoOptions:
     write_video / csv: which outputs besides the JSONL log. codec: a resolved codec
     (writers.resolve_codec); preset: x264's speed preset for H.264.
     show_fps / show_frame: draw the pipeline FPS / frame number. hw_decode: let a Jetson
-    decode H.264/H.265 files on NVDEC (engine.video.sources.FileReader).
+    decode H.264/H.265 files on NVDEC (engine.video.files.FileReader).
     """
 
     output_dir: Path = Path("runs/video")

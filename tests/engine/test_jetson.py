@@ -22,17 +22,9 @@ from engine.runtime.platform import (
 )
 from engine.video import gstreamer as gst
 from engine.video import sources, writers
-from engine.video.sources import (
-    CapturePlan,
-    FileReader,
-    Source,
-    capture_plan,
-    file_uri_path,
-    fourcc_codec,
-    open_live,
-    parse_source,
-    resolve_inputs,
-)
+from engine.video.files import FileReader, fourcc_codec
+from engine.video.live import CapturePlan, capture_plan, open_live
+from engine.video.sources import Source, file_uri_path, parse_source, resolve_inputs
 
 ORIN_NANO = Platform(True, "NVIDIA Jetson Orin Nano Developer Kit", (36, 4, 3), True, False, 7620)
 XAVIER_NX = Platform(True, "NVIDIA Jetson Xavier NX Developer Kit", (35, 4, 1), True, True, 7600)

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 from engine.runtime.detector import Detections, EngineError, open_detector
+from engine.video.files import FileReader
 from engine.video.overlay import draw_detections
 from engine.video.pipeline import VideoOptions, output_paths
-from engine.video.sources import FileReader, Source, mask_credentials, resolve_inputs
+from engine.video.sources import Source, mask_credentials, resolve_inputs
 from engine.video.writers import h264_available, partial_path
 from engine.video_command import parse_classes, parse_time
 from main import main
