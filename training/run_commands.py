@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig of a `train` command line (YAML file first, then the options)."""
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     given = {}

@@ -261,8 +261,8 @@ def test_several_data_options_reach_the_config(tmp_path):
     import argparse
 
     from training import run_commands
+    from training.config import TrainConfig
     from training.errors import ConfigError
-    from training.train import TrainConfig
 
     parser = argparse.ArgumentParser()
     run_commands.register(parser.add_subparsers())

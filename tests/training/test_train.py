@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from training.config import TrainConfig, lr_at
 from training.errors import ConfigError
-from training.train import TrainConfig, Trainer, TrainingError, lr_at
+from training.train import Trainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
 
