@@ -264,7 +264,8 @@ class DetectionWorker(QObject):
                 capture.tick()
                 dets, latency = self._detect(det, frame)
                 latency_ms = latency if latency_ms == 0 else 0.9 * latency_ms + 0.1 * latency
-                # in real time, frames may be passed over: the recording keeps their times
+                # in real time, frames may be passed over: a PyAV (x264) recording keeps
+                # their times; constant-rate sinks (OpenCV, GStreamer NVENC) play it faster
                 self._record(frame, dets, index / fps, fps, live=self.realtime)
                 if self.realtime and not stepping:
                     if clock is None:
@@ -286,12 +287,16 @@ class DetectionWorker(QObject):
                 index += 1
                 if clock is not None and not self._paused:
                     # Real time: when the detector is slower than the file, pass over the
-                    # frames whose time has gone, so the video plays at its own speed.
+                    # frames whose time has gone, so the video plays at its own speed. At
+                    # most a second of frames at a time (a long stall re-anchors the clock
+                    # instead), so Stop and seeks stay prompt.
                     behind = int((time.perf_counter() - clock[0]) * fps) - (index - clock[1])
                     if behind > 0:
-                        skipped = reader.skip(behind)
+                        skipped = reader.skip(min(behind, max(1, int(fps))))
                         index += skipped
                         self.file_dropped += skipped
+                        if behind > skipped:
+                            clock = (time.perf_counter(), index)
         finally:
             reader.release()
 

@@ -150,7 +150,8 @@ def _to_opset(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     are unchanged between 17 and 18; the tests compare the outputs)."""
     from onnx import version_converter
 
-    if m.opset_import[0].version == opset:
+    default = next(o for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    if default.version == opset:
         return m
     metadata = {
         n.name: list(n.metadata_props) for n in m.graph.node if n.metadata_props
@@ -184,6 +185,10 @@ def _int32_slice_bounds(m: onnx.ModelProto) -> None:
                 inits[name] = _const(name, np.clip(v, lo, hi).astype(np.int64))
                 m.graph.initializer.append(inits[name])
             node.input[i] = name
+    used = {i for n in m.graph.node for i in n.input}
+    dropped = [t for t in m.graph.initializer if t.name not in used]
+    for t in dropped:  # the INT64_MAX originals no node reads any more
+        m.graph.initializer.remove(t)
 
 
 def _mark_l2norm(m: onnx.ModelProto) -> None:

@@ -155,7 +155,8 @@ def pin_fp32(network, trt, prefixes=(C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFI
         outs = [
             j
             for j in range(layer.num_outputs)
-            if layer.get_output(j).dtype in floats and not layer.get_output(j).is_shape_tensor
+            if layer.get_output(j).dtype in floats
+            and not getattr(layer.get_output(j), "is_shape_tensor", False)
         ]
         if not outs:
             continue
@@ -270,7 +271,8 @@ def build_engine(
         "onnx": str(onnx_path),
     }
     sidecar = out.with_suffix(out.suffix + ".json")
-    if out.is_file() and sidecar.is_file():
+    described = out.with_suffix(out.suffix + ".meta.json")  # what the runtime reads
+    if out.is_file() and sidecar.is_file() and described.is_file():
         try:
             built = json.loads(sidecar.read_text())
         except ValueError:  # an unreadable sidecar: rebuild, as for a stale one
@@ -316,13 +318,12 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path} (see its messages above)")
+    # The model description first (the runtime needs the class names), the build sidecar
+    # last: a build killed in between is never taken for an up-to-date engine.
+    _write_atomic(described, json.dumps({**info.__dict__, "dla_core": dla_core}).encode())
     _write_atomic(out, bytes(serialized))
     _write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
-    sidecar.write_text(json.dumps(meta, indent=2))
-    # Keep the model description beside the engine: the runtime needs the class names.
-    out.with_suffix(out.suffix + ".meta.json").write_text(
-        json.dumps({**info.__dict__, "dla_core": dla_core})
-    )
+    _write_atomic(sidecar, json.dumps(meta, indent=2).encode())
     log(f"engine written: {out}")
     return out
 

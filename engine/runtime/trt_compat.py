@@ -14,7 +14,7 @@ every graph `export` makes. Needs the onnx package (on the Jetson too), not Tens
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ class ParserRules:
     int64: bool  # INT64 tensors; before 10.0 INT64 is cast down to INT32, clamped
     topk_k_tensor: bool  # TopK's K may be a tensor (8.6: "dynamic K values")
     topk_int: bool  # TopK on integer values
+    int_pow: bool = False  # Pow with an integer exponent (10.8: onnx-tensorrt Changelog)
 
 
 RULES = {
@@ -109,18 +110,22 @@ def parser_rules(trt_version: str) -> ParserRules:
         )
     if major == 8:
         return RULES["8.5" if minor == 5 else "8.6"]
-    return RULES[str(major) if major in (9, 10) else "11"]
+    rules = RULES[str(major) if major in (9, 10) else "11"]
+    if major > 10 or (major == 10 and minor >= 8):
+        rules = replace(rules, int_pow=True)
+    return rules
 
 
 def _load(model):
     import onnx
 
-    if isinstance(model, (str, Path)):
-        try:
+    source = str(model) if isinstance(model, (str, Path)) else "the ONNX"
+    try:
+        if isinstance(model, (str, Path)):
             model = onnx.load(str(model))
-        except Exception as e:  # DecodeError, ValueError, ... for a foreign file
-            raise EngineError(f"{model}: not a readable ONNX file ({type(e).__name__})") from None
-    return onnx.shape_inference.infer_shapes(model)
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # DecodeError, ValueError, InferenceError ... for a foreign file
+        raise EngineError(f"{source}: not a readable ONNX file ({type(e).__name__})") from None
 
 
 class _Graph:
@@ -138,15 +143,26 @@ class _Graph:
         }
         self.inits = {t.name: t for t in g.initializer}
         self.consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+        self.outputs = {v.name for v in g.output}
 
     def value(self, name: str) -> np.ndarray | None:
-        from onnx import numpy_helper
+        """The value of an initializer or a Constant node's output, None if not constant."""
+        from onnx import helper, numpy_helper
 
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name])
-        if name in self.consts:
-            return numpy_helper.to_array(self.consts[name].attribute[0].t)
-        return None
+        node = self.consts.get(name)
+        if node is None or not node.attribute:
+            return None
+        a = node.attribute[0]
+        v = helper.get_attribute_value(a)
+        if a.name == "value":
+            return numpy_helper.to_array(v)
+        if a.name in ("value_int", "value_ints"):
+            return np.asarray(v, np.int64)
+        if a.name in ("value_float", "value_floats"):
+            return np.asarray(v, np.float32)
+        return None  # sparse or string constants: not used as shapes, K or axes
 
 
 def check_graph(model, trt_version: str) -> list[str]:
@@ -186,7 +202,7 @@ def _node_problems(n, graph: _Graph, rules: ParserRules) -> list[str]:
         n.op_type != "Cast" or attrs.get("to") not in (TensorProto.FLOAT, TensorProto.FLOAT16)
     ):
         out.append(f"{release} reads a UINT8 tensor only in a Cast to FP32 or FP16")
-    if any(graph.types.get(o) == TensorProto.UINT8 for o in n.output):
+    if any(graph.types.get(o) == TensorProto.UINT8 and o not in graph.outputs for o in n.output):
         out.append(f"{release} has UINT8 only as a network input or output")
     if n.op_type == "Shape" and not rules.shape_slice:
         rank = graph.ranks.get(n.input[0])
@@ -222,9 +238,14 @@ def _node_problems(n, graph: _Graph, rules: ParserRules) -> list[str]:
             out.append("MaxPool's Indices output is not supported")
         if any(d != 1 for d in attrs.get("dilations", [])):
             out.append("MaxPool dilations other than 1 are not supported")
-    if n.op_type == "Pow" and graph.types.get(n.input[1]) in (
-        TensorProto.INT32,
-        TensorProto.INT64,
+    if (
+        n.op_type == "Pow"
+        and not rules.int_pow
+        and graph.types.get(n.input[1])
+        in (
+            TensorProto.INT32,
+            TensorProto.INT64,
+        )
     ):  # integer exponents from 10.8 (onnx-tensorrt Changelog); refused before
         out.append("an integer exponent (TensorRT < 10.8 takes float exponents only)")
     if not rules.int64:

@@ -487,3 +487,35 @@ def test_build_check_and_dla_on_the_command_line(graphs, tmp_path):
     assert (
         err.strip() == "error: --dla needs --precision fp16: the DLA runs FP16 or INT8, never FP32"
     )
+
+
+def test_the_check_reads_every_kind_of_constant_and_knows_minor_versions():
+    """Constant nodes with value_ints/value_int (not only `value`) feed axes and K; an
+    integer Pow exponent is refused before TensorRT 10.8 only; a UINT8 network output is
+    allowed."""
+    h, T_ = onnx.helper, onnx.TensorProto
+    nodes = [
+        h.make_node("Constant", [], ["axes"], value_ints=[0]),
+        h.make_node("Constant", [], ["k"], value_ints=[2]),
+        h.make_node("Constant", [], ["two"], value_int=2),
+        h.make_node("Unsqueeze", ["x", "axes"], ["x1"], name="unsq"),
+        h.make_node("TopK", ["x", "k"], ["top", "idx"], axis=0, name="topk"),
+        h.make_node("Pow", ["x", "two"], ["sq"], name="pow"),
+        h.make_node("Cast", ["sq"], ["u8"], to=T_.UINT8, name="to_u8"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T_.FLOAT, [4])],
+        [
+            h.make_tensor_value_info(n, t, None)
+            for n, t in [("x1", T_.FLOAT), ("top", T_.FLOAT), ("u8", T_.UINT8)]
+        ],
+    )
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    assert check_graph(m, "10.8.0") == []
+    assert check_graph(m, "11.1") == []
+    for version in ("8.5.2", "8.6.2", "10.3.0"):
+        problems = check_graph(m, version)
+        assert len(problems) == 1, (version, problems)
+        assert "Pow node pow: an integer exponent" in problems[0]
