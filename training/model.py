@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from training.backbones import build_backbone
 from training.coder import BoxCoder
-from training.postprocess import Detections, PostProcessor
+from training.postprocess import PostProcessor, TensorDetections
 from training.spec import ModelSpec
 
 
@@ -112,8 +112,8 @@ class SSD(nn.Module):
     @torch.no_grad()
     def detect(
         self, images: Tensor, postprocessor: PostProcessor | None = None
-    ) -> list[Detections]:
-        """Detections per image, boxes normalized to [0, 1] xyxy."""
+    ) -> list[TensorDetections]:
+        """Detections per image (TensorDetections), boxes normalized to [0, 1] xyxy."""
         loc, conf = self(images)
         return (postprocessor or self.detect_postprocessor())(loc, conf, self.priors)
 

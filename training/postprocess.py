@@ -11,8 +11,9 @@ from training.boxes import clip_boxes, cxcywh_to_xyxy, nms_sorted
 from training.coder import BoxCoder
 
 
-class Detections(NamedTuple):
-    """Detections of one image, by descending score.
+class TensorDetections(NamedTuple):
+    """Detections of one image as tensors (normalized boxes), by descending score; the
+    runtime's engine.runtime.Detections is the numpy one in pixels.
 
     boxes: [K, 4] xyxy, normalized to [0, 1]; scores: [K]; labels: [K] int64 in 1..C-1.
     """
@@ -46,18 +47,18 @@ class PostProcessor:
         self.top_k = int(top_k)
         self.candidates_per_class = int(candidates_per_class)
 
-    def __call__(self, loc: Tensor, conf: Tensor, priors: Tensor) -> list[Detections]:
+    def __call__(self, loc: Tensor, conf: Tensor, priors: Tensor) -> list[TensorDetections]:
         """
         Args:
             loc: [B, N, 4] offsets; conf: [B, N, C] logits; priors: [N, 4] cxcywh.
         Returns:
-            one Detections per image.
+            one TensorDetections per image.
         """
         boxes = clip_boxes(cxcywh_to_xyxy(self.coder.decode(loc, priors[None])))
         scores = torch.softmax(conf.float(), dim=-1)[..., 1:]  # drop background
         return [self.single(b, s) for b, s in zip(boxes.float(), scores)]
 
-    def single(self, boxes: Tensor, scores: Tensor) -> Detections:
+    def single(self, boxes: Tensor, scores: Tensor) -> TensorDetections:
         """boxes: [N, 4] decoded xyxy; scores: [N, C-1] foreground probabilities."""
         # A stable sort breaks ties by default-box index, as ONNX TopK does.
         top_scores, top_idx = scores.t().sort(dim=1, descending=True, stable=True)
@@ -73,4 +74,4 @@ class PostProcessor:
         labels = (classes + 1)[:, None].expand_as(top_scores)[keep]
         kept_scores = top_scores[keep]
         order = kept_scores.argsort(descending=True, stable=True)[: self.top_k]
-        return Detections(cand[keep][order], kept_scores[order], labels[order])
+        return TensorDetections(cand[keep][order], kept_scores[order], labels[order])
