@@ -89,9 +89,7 @@ class FileReader:
         # where the container cannot seek, skip frames one by one.
         if not (self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame) and self._position() == frame):
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            for _ in range(frame):
-                if not self.cap.grab():
-                    break
+            self.skip(frame)
         self.next_index = frame
 
     def skip(self, n: int) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import itertools
 import json
 import operator
 import re
@@ -75,7 +76,7 @@ class ParserError:
 
 
 class BuildFailure(Exception):
-    pass
+    """Why the fake builder refuses a network (logged; the build returns None)."""
 
 
 def make_tensorrt(version: str, dla_cores: int = 2):
@@ -566,8 +567,9 @@ def make_tensorrt(version: str, dla_cores: int = 2):
                     name, layer_of_op.get(op, "ELEMENTWISE"), ins, out_t, list(node.output)
                 )
                 if op == "Cast" and v85:
-                    layer.set_output_type(0, out_t[0])  # builtin_op_importers.cpp 8.5:327-328
-                    layer._out_types.clear()
+                    # An IIdentityLayer whose output type is the cast's target
+                    # (builtin_op_importers.cpp 8.5:327-328); kept aside in _CASTS so that
+                    # _out_types shows only what the builder's caller asks for.
                     _CASTS[layer.name] = out_t[0]
                 if op == "Shape" and major >= 10:  # Shape (Int64) + Cast to INT64 (+ Slice)
                     cast = network.add("", "CAST", [layer.get_output(0)], [DataType.INT64])
@@ -804,8 +806,10 @@ def make_cudart(
     rt.cudaFreeHost = lambda ptr: free("cudaFreeHost", ptr)
     rt.cudaFree = lambda ptr: free("cudaFree", ptr)
 
+    handles = itertools.count(1000)  # distinct stream handles, never reused
+
     def stream_create(flags):
-        s = cudaStream_t(len(CUDA.streams) + 1000 + len(rt.calls))
+        s = cudaStream_t(next(handles))
         result = call("cudaStreamCreateWithFlags", s)
         if result[0] == ok:
             CUDA.streams.add(int(s))

@@ -73,7 +73,7 @@ def parse(trt, path):
     builder = trt.Builder(logger)
     flags = (
         1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-        if "8." in trt.__version__[:2]
+        if trt.__version__.startswith("8.")
         else 0
     )
     network = builder.create_network(flags)
