@@ -30,10 +30,10 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from app.filters import DetectionFilter
 from app.view import VideoView
 from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
 from engine.runtime.detector import BACKENDS, Detections, EngineError
+from engine.video.filters import DetectionFilter
 from engine.video.overlay import draw_detections
 from engine.video.sources import VIDEO_EXTENSIONS, mask_credentials
 

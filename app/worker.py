@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PyQt5.QtCore import QObject, pyqtSignal, pyqtSlot
 
-from app.filters import DetectionFilter
 from engine.runtime.detector import Detections, EngineError, open_detector
 from engine.video.files import FileReader
+from engine.video.filters import DetectionFilter
 from engine.video.live import LiveReader
 from engine.video.overlay import draw_detections
 from engine.video.sources import Source, file_uri_path, mask_credentials, parse_source

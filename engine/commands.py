@@ -69,7 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CORE",
         help="build for this DLA core, with GPU fallback (Jetson Xavier/Orin)",
     )
-    p.add_argument("--cache-dir", type=Path, default=None, help="engine and timing cache folder")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="engine and timing cache folder (default: $SSD300_CACHE/engines, else "
+        "~/.cache/ssd300/engines)",
+    )
     p.add_argument(
         "--check",
         action="append",
@@ -145,7 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from engine.runtime.platform import current_platform, default_workspace_mb
-    from engine.runtime.tensorrt_backend import DEFAULT_CACHE, DLA_FP32, build_engine
+    from engine.runtime.tensorrt_backend import DLA_FP32, build_engine
 
     if args.check:
         return _check_versions(args.onnx, args.check)
@@ -161,7 +167,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.precision,
         workspace,
         args.dla,
-        args.cache_dir or DEFAULT_CACHE,
+        args.cache_dir,
     )
     print(f"engine: {out}")
     return 0

@@ -25,7 +25,8 @@ def main() -> int:
 
     from engine.export.onnx_export import export_onnx
     from engine.runtime.models import DEFAULT_ONNX, DEFAULT_WEIGHTS
-    from training.weights import atomic_write, load_detector
+    from training.fileio import atomic_write
+    from training.weights import load_detector
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("weights", type=Path)

@@ -48,6 +48,10 @@ RULES = [
     ("engine/", {"app", "torchvision"}),  # the command modules
     ("app/", {"torch", "torchvision", "training", "engine.export"}),
 ]
+# Torch-free leaves of training that every part may import: the one box-ops module (numpy
+# and torch) and the one file-writing module. They import only the standard library and
+# numpy (test_shared_modules_stay_leaves), so the deploy path can use them without torch.
+SHARED = {"training.boxes", "training.fileio"}
 # Imports that break a rule on purpose, with the reason.
 ALLOWED = {
     ("engine/runtime/detector.py", "engine.export.torch_backend"): (
@@ -65,11 +69,8 @@ def violations(table: dict[str, set[str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for file, mods in table.items():
         forbidden = next(f for prefix, f in RULES if file.startswith(prefix))
-        bad = sorted(
-            m
-            for m in mods
-            if within(m, forbidden) and not within(m, {a for f, a in ALLOWED if f == file})
-        )
+        allowed = SHARED | {a for f, a in ALLOWED if f == file}
+        bad = sorted(m for m in mods if within(m, forbidden) and not within(m, allowed))
         if bad:
             out[file] = bad
     return out
@@ -90,6 +91,25 @@ def test_the_rules_see_imports_inside_functions():
         file: ["engine.export", "engine.export.onnx_export", "torch"]
     }
     assert violations({"engine/runtime/detector.py": {"engine.export.torch_backend"}}) == {}
+    assert violations({"app/probe.py": {"training.boxes", "training.fileio"}}) == {}
+    assert violations({"app/probe.py": {"training.model"}}) == {"app/probe.py": ["training.model"]}
+
+
+def test_shared_modules_stay_leaves():
+    """What every part may import imports nothing of the project and nothing but numpy
+    beside the standard library (torch only inside a function, for tensors passed in)."""
+    for module in SHARED:
+        file = module.replace(".", "/") + ".py"
+        tree = ast.parse((ROOT / file).read_text(encoding="utf-8"))
+        top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        top |= {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+        third_party = {m.split(".")[0] for m in top} - set(sys.stdlib_module_names)
+        assert third_party <= {"numpy"}, (file, third_party)
+        assert not within_any(imports_of(ast.unparse(tree), file), ("training", "engine", "app"))
+
+
+def within_any(mods: set[str], names) -> bool:
+    return any(within(m, names) for m in mods)
 
 
 BLOCK_TORCH = """
@@ -122,6 +142,7 @@ TORCH_FREE = modules_in("engine/runtime", "engine/video", "app") + [
     "training",
     "training.priors",
     "training.spec",
+    *sorted(SHARED),
 ]
 
 

@@ -20,16 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-
-def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, 4] x [M, 4] xyxy -> [N, M] IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from training.boxes import box_iou
 
 
 class Canvas:
@@ -206,7 +197,7 @@ class RandomIoUCrop:
             x0, y0 = np.floor(rng.uniform(0, w - pw + 1)), np.floor(rng.uniform(0, h - ph + 1))
             rect = np.array([x0, y0, x0 + pw, y0 + ph])
             inside = np.all((centres > rect[:2]) & (centres < rect[2:]), axis=1)
-            if inside.any() and box_iou_np(boxes[inside], rect[None]).max() >= min_iou:
+            if inside.any() and box_iou(boxes[inside], rect[None]).max() >= min_iou:
                 return rect, inside
         return None, None
 

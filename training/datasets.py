@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import SSDError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from training.fileio import IMAGE_EXTENSIONS, is_image
 
 # The six Pascal VOC classes that COCO names differently. With a given class list, a box
 # whose class is missing from the list under its own name is looked up under the other.
@@ -551,7 +550,7 @@ def load_yolo(data_yaml: Path, split: str = "val", class_names=None) -> Detectio
     )
     b.named = set(yolo_names)
     label_dir = yolo_label_dir(image_dir)
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = sorted(p for p in image_dir.iterdir() if is_image(p))
     if images and not any((label_dir / (p.stem + ".txt")).is_file() for p in images):
         raise DataError(f"{data_yaml}: no label files for split {split!r} in {label_dir}")
     for image in images:

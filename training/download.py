@@ -12,9 +12,7 @@ torch is imported only to convert: `weights list` and the downloads work without
 
 from __future__ import annotations
 
-import hashlib
 import http.client
-import os
 import re
 import shlex
 import sys
@@ -23,7 +21,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from training import fileio
 from training.errors import SSDError, WeightsError
+from training.fileio import partial_path, sha256_file
 
 CHUNK = 1 << 16
 USER_AGENT = "ssd300-toolchain (main.py weights)"
@@ -110,26 +110,14 @@ KNOWN = {
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
-    """--dir, else $SSD300_CACHE, else ~/.cache/ssd300/weights."""
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("SSD300_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ssd300" / "weights"
+    """--dir, else $SSD300_CACHE/weights, else ~/.cache/ssd300/weights."""
+    return fileio.cache_dir("weights", override)
 
 
 def checkpoint(name: str) -> KnownCheckpoint:
     if name not in KNOWN:
         raise DownloadError(f"unknown checkpoint {name!r}; known: {', '.join(KNOWN)}")
     return KNOWN[name]
-
-
-def sha256_file(path: str | Path) -> str:
-    """The hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_sha256(text: str) -> str:
@@ -143,10 +131,6 @@ def parse_sha256(text: str) -> str:
 def digest_matches(digest: str, expected: str | None) -> bool:
     """Whether a hex digest is `expected` (a full digest or a prefix); True without one."""
     return expected is None or digest.lower().startswith(expected.lower())
-
-
-def partial_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".partial")
 
 
 def download(
@@ -190,7 +174,7 @@ def download(
             f"SHA-256 mismatch for {dest.name} from {url}: expected {sha256}, got {digest}; "
             "the download was deleted"
         )
-    os.replace(partial, dest)
+    fileio.finalize(partial, dest)
     return digest
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.augment import box_iou_np
+from training.boxes import box_iou
 from training.datasets import DetectionData
 
 
@@ -93,7 +93,7 @@ def voc_evaluate(
             if len(g) == 0:
                 fp[k] = 1
                 continue
-            ious = box_iou_np(box[None].astype(np.float64), g.astype(np.float64))[0]
+            ious = box_iou(box[None].astype(np.float64), g.astype(np.float64))[0]
             j = int(ious.argmax())
             if ious[j] > iou_threshold:
                 if diff[j]:

@@ -292,7 +292,7 @@ class Trainer:
     def _checkpoint(self, epoch: int, step_in_epoch: int, global_step: int, best: float) -> None:
         if not self.main:
             return
-        from training.weights import atomic_write
+        from training.fileio import atomic_write
 
         state = {
             "format": CHECKPOINT_FORMAT,

@@ -7,8 +7,6 @@ truncated file in place of a good one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,27 +14,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from training.errors import ConfigError, WeightsError
+from training.fileio import atomic_write
 from training.model import SSD
 from training.spec import ModelSpec
 
 FORMAT_NAME = "ssd300-detector"
 FORMAT_VERSION = "1"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Calls write(tmp_path) for a temporary file beside `path`, then renames it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_detector(model: SSD, path: str | Path) -> Path:

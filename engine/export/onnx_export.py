@@ -139,7 +139,7 @@ def export_onnx(
     graph_model.producer_name = "ssd300-toolchain"
     if tail == "onnx":
         onnx.checker.check_model(graph_model, full_check=True)
-    from training.weights import atomic_write
+    from training.fileio import atomic_write
 
     atomic_write(path, lambda tmp: onnx.save_model(graph_model, tmp))
     return path
@@ -405,16 +405,17 @@ def export_weights(weights: str | Path, output: str | Path | None = None, **opti
 
 def export_cached(weights: str | Path, cache_dir: Path | None = None, **options) -> Path:
     """The ONNX of a weights file with these export options, exported once into a cache
-    (~/.cache/ssd300/onnx) under a name made of the weights' hash and the options."""
+    ($SSD300_CACHE/onnx, else ~/.cache/ssd300/onnx) under a name made of the weights' hash
+    and the options."""
     import hashlib
     import json
 
-    from engine.runtime.tensorrt_backend import file_sha256
+    from training import fileio
 
     weights = Path(weights)
-    cache = cache_dir or Path.home() / ".cache" / "ssd300" / "onnx"
+    cache = fileio.cache_dir("onnx", cache_dir)
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-    out = cache / f"{weights.stem}_{file_sha256(weights)[:12]}_{key}.onnx"
+    out = cache / f"{weights.stem}_{fileio.sha256_file(weights)[:12]}_{key}.onnx"
     if not out.is_file():
         print(f"exporting {weights} to ONNX (once; cached as {out})", flush=True)
         export_weights(weights, out, **options)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from engine.runtime.detector import EngineError
+from training.fileio import cache_dir
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "assets" / "models"
 DEFAULT_NAME = "ssd300_mobilenet_v2_voc"
@@ -21,11 +22,9 @@ MODEL_SUFFIXES = (".onnx", ".safetensors", ".engine", ".plan")
 
 
 def weights_cache() -> Path:
-    """Where `main.py weights get` puts converted checkpoints: $SSD300_CACHE, else
-    ~/.cache/ssd300/weights. The same rule as training.download.cache_dir, which the deploy
-    path cannot import (engine runtime -> training is not allowed); a test keeps them equal."""
-    env = os.environ.get("SSD300_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ssd300" / "weights"
+    """Where `main.py weights get` puts converted checkpoints: $SSD300_CACHE/weights, else
+    ~/.cache/ssd300/weights (training.fileio.cache_dir, the one cache rule)."""
+    return cache_dir("weights")
 
 
 def default_model() -> Path:

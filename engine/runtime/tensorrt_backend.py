@@ -14,7 +14,6 @@ get_tensor_name/shape/dtype/mode, set_tensor_address, execute_async_v3.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+import training.fileio as fileio
 from engine.runtime import contract as C
 from engine.runtime.detector import Detector, EngineError, ModelInfo, read_onnx_info
+from training.fileio import atomic_write_bytes, sha256_file
 
-DEFAULT_CACHE = Path.home() / ".cache" / "ssd300" / "engines"
 # TensorRT's DLA runs FP16 and INT8 layers only ("DLA supports ... FP16 and INT8", TensorRT
 # developer guide, "Working with DLA"): an FP32 DLA build has nothing to run there.
 DLA_FP32 = "--dla needs --precision fp16: the DLA runs FP16 or INT8, never FP32"
@@ -167,22 +167,6 @@ def pin_fp32(network, trt, prefixes=(C.L2NORM_PREFIX, C.FP32_PREFIX, C.NMS_PREFI
     return pinned
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file, then rename: a killed build never leaves half an engine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def engine_cache_name(
     onnx_sha: str,
     trt_version: str,
@@ -244,7 +228,7 @@ def build_engine(
     precision: str = "fp16",
     workspace_mb: int = 1024,
     dla_core: int | None = None,
-    cache_dir: str | Path = DEFAULT_CACHE,
+    cache_dir: str | Path | None = None,
     log=print,
 ) -> Path:
     """Builds (or finds in the cache) the engine of an exported ONNX for this GPU and TensorRT.
@@ -256,10 +240,10 @@ def build_engine(
     trt = _import_trt()
     onnx_path = Path(onnx_path)
     info = read_onnx_info(onnx_path)
-    sha = file_sha256(onnx_path)
+    sha = sha256_file(onnx_path)
     gpu, cc = gpu_identity()
     name = engine_cache_name(sha, trt.__version__, gpu, cc, precision, dla_core)
-    cache_dir = Path(cache_dir)
+    cache_dir = fileio.cache_dir("engines", cache_dir)
     out = Path(output) if output else cache_dir / name
     meta = {
         "onnx_sha256": sha,
@@ -320,10 +304,10 @@ def build_engine(
         raise EngineError(f"TensorRT failed to build {onnx_path} (see its messages above)")
     # The model description first (the runtime needs the class names), the build sidecar
     # last: a build killed in between is never taken for an up-to-date engine.
-    _write_atomic(described, json.dumps({**info.__dict__, "dla_core": dla_core}).encode())
-    _write_atomic(out, bytes(serialized))
-    _write_atomic(timing_path, bytes(config.get_timing_cache().serialize()))
-    _write_atomic(sidecar, json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(described, json.dumps({**info.__dict__, "dla_core": dla_core}).encode())
+    atomic_write_bytes(out, bytes(serialized))
+    atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
+    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode())
     log(f"engine written: {out}")
     return out
 
@@ -344,7 +328,7 @@ class TensorRTDetector(Detector):
         precision: str = "fp16",
         workspace_mb: int | None = None,
         dla_core: int | None = None,
-        cache_dir: str | Path = DEFAULT_CACHE,
+        cache_dir: str | Path | None = None,
         log=print,
     ) -> None:
         self._cudart = None  # set once the device memory exists; None again after close()

@@ -13,7 +13,8 @@ import numpy as np
 from engine.runtime.detector import EngineError
 from engine.runtime.platform import Platform, current_platform
 from engine.video import gstreamer as gst
-from engine.video.sources import EXACT_COUNT, IMAGE_EXTENSIONS, OPEN_TIMEOUT_MS, _props
+from engine.video.sources import EXACT_COUNT, OPEN_TIMEOUT_MS, _props
+from training.fileio import is_image
 
 
 class FileReader:
@@ -37,7 +38,7 @@ class FileReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise EngineError(f"{self.path}: not found")
-        if self.path.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image(self.path):
             raise EngineError(f"{self.path}: an image, not a video")
         if self.path.stat().st_size == 0:
             raise EngineError(f"{self.path}: empty file")

@@ -36,7 +36,8 @@ from engine.video.files import FileReader
 from engine.video.live import LiveReader
 from engine.video.overlay import draw_detections, draw_status
 from engine.video.sources import Source, mask_credentials
-from engine.video.writers import DetectionLog, VideoSink, open_sink, partial_path, video_extension
+from engine.video.writers import DetectionLog, VideoSink, open_sink, video_extension
+from training.fileio import atomic_write_text
 
 STAGES = ("decode", "resize", "infer", "post", "draw", "encode", "log")
 
@@ -473,7 +474,7 @@ class VideoProcessor:
             except Exception as e:  # noqa: BLE001 - the reason goes to the user
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 # An MP4 whose index was never written does not play: free its space.
-                partial_path(sink.path).unlink(missing_ok=True)
+                sink.tmp.unlink(missing_ok=True)
                 errors.append(f"the video could not be finalized ({reason}) and was removed")
         try:
             for p in log.close():
@@ -522,10 +523,7 @@ def write_summary(results: list[InputResult], path: Path, extra: dict) -> None:
     """summary.json: every input's result plus run-wide figures, written atomically."""
     data = dict(extra)
     data["inputs"] = [{**asdict(r), "fps": round(r.fps, 2)} for r in results]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def check_output_dir(out: Path) -> None:

@@ -66,7 +66,6 @@ VIDEO_EXTENSIONS = frozenset(
         ".ogv",
     ]
 )
-IMAGE_EXTENSIONS = frozenset([".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"])
 STREAM_SCHEMES = frozenset(["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"])
 OPEN_TIMEOUT_MS = 10_000  # a stream that does not answer within this is reported as such
 READ_TIMEOUT_MS = 10_000

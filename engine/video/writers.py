@@ -1,8 +1,9 @@
 """Where annotated frames and detections go: video files and detection logs.
 
-Every output is written under a temporary name beside its final one (`.NAME.partial.EXT`)
-and renamed when finalized, so a finished name always holds a complete, playable file (a run
-stopped by Ctrl-C finalizes what it has written; only a killed process leaves a .partial).
+Every output is written under a temporary name of its own beside its final one
+(`.NAME.RANDOM.partial.EXT`, so runs that share a folder never share one) and renamed when
+finalized, so a finished name always holds a complete, playable file (a run stopped by
+Ctrl-C finalizes what it has written; only a killed process leaves a .partial).
 
 Video: H.264 through PyAV (libx264, browser-playable MP4) when PyAV is installed, else
 OpenCV's MPEG-4 Part 2 (`mp4v`) or Motion JPEG. On a Jetson with a hardware encoder (all but
@@ -28,6 +29,7 @@ import numpy as np
 from engine.runtime.detector import Detections, EngineError
 from engine.runtime.platform import Platform, current_platform
 from engine.video import gstreamer as gst
+from training.fileio import finalize, unique_partial_path
 
 CODECS = ("auto", "h264", "nvenc", "mp4v", "mjpg")
 # What resolve_codec returns: "h264" (PyAV libx264), "h264_nvenc" (PyAV on NVENC),
@@ -38,12 +40,6 @@ MIN_FREE_BYTES = 64 << 20  # OpenCV's writer fails silently on a full disk: stop
 
 def video_extension(codec: str) -> str:
     return ".avi" if codec == "mjpg" else ".mp4"
-
-
-def partial_path(final: Path) -> Path:
-    """The temporary name a file is written under until it is finalized (same folder, same
-    extension, so containers are chosen by it as for the final name)."""
-    return final.with_name(f".{final.stem}.partial{final.suffix}")
 
 
 def h264_available() -> bool:
@@ -122,7 +118,7 @@ class VideoSink:
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.path = Path(path)
-        self.tmp = partial_path(self.path)
+        self.tmp = unique_partial_path(self.path)  # its own: runs may share a folder
         self.width, self.height = width, height
         self.frames = 0
         self.note: str | None = None
@@ -148,8 +144,7 @@ class VideoSink:
                 self.tmp.unlink(missing_ok=True)
         if self.frames == 0:
             return None
-        os.replace(self.tmp, self.path)
-        return self.path
+        return finalize(self.tmp, self.path)
 
 
 class PyAVSink(VideoSink):
@@ -346,6 +341,7 @@ class DetectionLog:
 
     def __init__(self, jsonl: Path, csv_path: Path | None = None) -> None:
         self.paths = [Path(jsonl)] + ([Path(csv_path)] if csv_path else [])
+        self.partials: list[Path] = []  # where each path is written until close()
         self.entries = 0
         self._files: list[io.TextIOBase] = []
         try:
@@ -361,7 +357,9 @@ class DetectionLog:
 
     def _open(self, path: Path):
         # Closed in close() / discard(): it lives as long as the log.
-        f = open(partial_path(path), "w", encoding="utf-8", buffering=1, newline="")  # noqa: SIM115
+        tmp = unique_partial_path(path)
+        self.partials.append(tmp)
+        f = open(tmp, "w", encoding="utf-8", buffering=1, newline="")  # noqa: SIM115
         self._files.append(f)
         return f
 
@@ -396,8 +394,8 @@ class DetectionLog:
             except OSError as e:
                 error = error or e
         self._files = []
-        for p in self.paths:
-            os.replace(partial_path(p), p)
+        for tmp, p in zip(self.partials, self.paths):
+            finalize(tmp, p)
         if error is not None:
             raise error
         return list(self.paths)
@@ -406,5 +404,5 @@ class DetectionLog:
         for f in self._files:
             f.close()
         self._files = []
-        for p in self.paths:
-            partial_path(p).unlink(missing_ok=True)
+        for tmp in self.partials:
+            tmp.unlink(missing_ok=True)

@@ -16,9 +16,7 @@ import pytest
 from PyQt5.QtCore import QMimeData, QPoint, QSettings, Qt, QUrl
 from PyQt5.QtGui import QDropEvent
 
-from app.filters import filter_detections, nms_per_class
 from app.window import MainWindow
-from engine.runtime.detector import Detections
 from engine.video.overlay import class_color
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,20 +238,6 @@ def test_memory_stays_flat(make_window, qtbot, shared_data):
     before = rss_mb()
     qtbot.waitUntil(lambda: w.packet.index >= 700, timeout=120000)
     assert rss_mb() - before < 40
-
-
-def test_filters():
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
-    dets = Detections(boxes, np.array([0.9, 0.8, 0.7, 0.6], np.float32),
-                      np.array([1, 1, 1, 2], np.int32), ["a", "a", "a", "b"])  # fmt: skip
-    # IoU of the first two is 81/119 = 0.68
-    assert len(filter_detections(dets, iou=0.7, model_iou=0.75)) == 4
-    assert filter_detections(dets, iou=0.6, model_iou=0.75).scores.tolist() == pytest.approx(
-        [0.9, 0.7, 0.6]
-    )
-    assert filter_detections(dets, score=0.75).names == ["a", "a"]
-    assert filter_detections(dets, classes=[2]).names == ["b"]
-    assert nms_per_class(boxes, dets.scores, dets.class_ids, 0.5).tolist() == [0, 2, 3]
 
 
 def test_gui_command_without_a_display_is_a_clear_error():

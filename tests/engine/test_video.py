@@ -24,7 +24,7 @@ from engine.video.files import FileReader
 from engine.video.overlay import draw_detections
 from engine.video.pipeline import VideoOptions, output_paths
 from engine.video.sources import Source, mask_credentials, resolve_inputs
-from engine.video.writers import h264_available, partial_path
+from engine.video.writers import h264_available
 from engine.video_command import parse_classes, parse_time
 from main import main
 
@@ -311,10 +311,10 @@ def test_a_signal_leaves_a_playable_video_and_a_log_up_to_the_same_frame(
     model, videos, tmp_path, sig, code
 ):
     proc = start_cli(videos / "one-by-one-person-detection.mp4", "-m", model, "-o", tmp_path)
-    log_part = partial_path(tmp_path / "one-by-one-person-detection.jsonl")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if log_part.exists() and len(log_part.read_text().splitlines()) >= 30:
+        log_part = next(tmp_path.glob(".one-by-one-person-detection.*.partial.jsonl"), None)
+        if log_part is not None and len(log_part.read_text().splitlines()) >= 30:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"

@@ -9,8 +9,8 @@ from training.augment import (
     RandomIoUCrop,
     Resize,
     SSDAugmentation,
-    box_iou_np,
 )
+from training.boxes import box_iou
 
 
 def random_case(rng, n=4, size=(0.05, 0.3)):
@@ -78,7 +78,7 @@ def test_crop_respects_its_constraints():
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2
             in_rect = np.all((centres > rect[:2]) & (centres < rect[2:]), axis=1)
             assert np.array_equal(inside, in_rect)
-            assert box_iou_np(boxes[inside], rect[None]).max() >= min_iou
+            assert box_iou(boxes[inside], rect[None]).max() >= min_iou
         assert taken > 0, min_iou
 
 

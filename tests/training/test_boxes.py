@@ -94,3 +94,30 @@ def test_batched_nms_keeps_overlapping_boxes_of_different_classes():
     assert batched_nms(boxes, scores, torch.tensor([1, 2]), 0.5).tolist() == [0, 1]
     assert batched_nms(boxes, scores, torch.tensor([1, 1]), 0.5).tolist() == [0]
     assert batched_nms(boxes[:0], scores[:0], torch.tensor([], dtype=torch.long), 0.5).numel() == 0
+
+
+def test_numpy_arrays_get_the_same_results_as_tensors():
+    """One implementation for both: the deploy side passes numpy arrays, training tensors."""
+    import numpy as np
+
+    from training.boxes import box_area, clip_boxes
+
+    g = torch.Generator().manual_seed(5)
+    for trial in range(20):
+        n = int(torch.randint(0, 60, (1,), generator=g))
+        boxes, scores = random_boxes(n, g), torch.rand(n, generator=g)
+        if trial % 4 == 0:
+            scores = (scores * 4).round() / 4  # ties
+        labels = torch.randint(0, 4, (n,), generator=g)
+        b, s, c = boxes.numpy(), scores.numpy(), labels.numpy()
+        assert nms(b, s, 0.45).tolist() == nms(boxes, scores, 0.45).tolist()
+        expected = batched_nms(boxes, scores, labels, 0.5).tolist()
+        assert batched_nms(b, s, c, 0.5).tolist() == expected
+        np.testing.assert_allclose(box_iou(b, b[:5]), box_iou(boxes, boxes[:5]).numpy(), atol=1e-6)
+        np.testing.assert_allclose(xyxy_to_cxcywh(b), xyxy_to_cxcywh(boxes).numpy(), atol=1e-6)
+        np.testing.assert_allclose(cxcywh_to_xyxy(b), cxcywh_to_xyxy(boxes).numpy(), atol=1e-6)
+        np.testing.assert_allclose(box_area(b), box_area(boxes).numpy(), atol=1e-6)
+        np.testing.assert_allclose(clip_boxes(b * 2), clip_boxes(boxes * 2).numpy())
+    assert isinstance(nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5), np.ndarray)
+    assert box_iou(np.zeros((1, 4)), np.zeros((1, 4))).tolist() == [[0.0]]  # not NaN
+    assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 0.5).dtype == np.int64

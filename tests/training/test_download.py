@@ -13,6 +13,7 @@ import main
 from tests.training.reference_impls import TVSSD300VGG16
 from training.download import KNOWN, DownloadError, download, list_text, parse_sha256
 from training.errors import SSDError
+from training.fileio import partial_path
 from training.weights import load_detector
 
 
@@ -126,7 +127,7 @@ def test_get_downloads_verifies_and_converts(server, coco_checkpoint, tmp_path, 
     pth = tmp_path / "ssd300_vgg16_coco-b556d3b4.pth"
     converted = tmp_path / "ssd300_vgg16_coco.safetensors"
     assert pth.read_bytes() == data
-    assert not (tmp_path / (pth.name + ".partial")).exists()
+    assert not partial_path(pth).exists()
     assert f"SHA-256 {sha256(data)} (verified)" in out
     assert f"wrote {converted}: SSD300-vgg16, 90 classes, priors torchvision" in out
     assert f"main.py video IN -m {converted}" in out
@@ -173,7 +174,7 @@ def test_interrupted_download_resumes_with_a_range_request(
     line = one_line_error(capsys)
     assert "interrupted after 0.1 MB of 0.3 MB" in line
     assert "run the same command again to resume" in line
-    partial = tmp_path / "vgg16-397923af.pth.partial"
+    partial = partial_path(tmp_path / "vgg16-397923af.pth")
     assert partial.stat().st_size == 100_000
     assert "partial, 0.1 MB" in list_text(tmp_path)
 
@@ -197,17 +198,17 @@ def test_a_server_without_ranges_restarts_from_zero(server, vgg_checkpoint, tmp_
     digest = sha256(vgg_checkpoint)
     with pytest.raises(DownloadError, match="interrupted after 0.1 MB of 0.3 MB"):
         download(url, dest, digest, timeout=5, progress=False)
-    assert (tmp_path / "v.pth.partial").stat().st_size == 50_000
+    assert partial_path(tmp_path / "v.pth").stat().st_size == 50_000
     assert download(url, dest, digest, timeout=5, progress=False) == digest
     assert server.requests[-1] == ("/vgg.pth", "bytes=50000-")  # asked for, answered with 200
     assert "does not resume downloads; starting again" in capsys.readouterr().err
     assert dest.read_bytes() == vgg_checkpoint
-    assert not (tmp_path / "v.pth.partial").exists()
+    assert not partial_path(tmp_path / "v.pth").exists()
 
 
 def test_a_complete_partial_file_is_only_verified(server, vgg_checkpoint, tmp_path):
     server.files["/vgg.pth"] = vgg_checkpoint
-    (tmp_path / "v.pth.partial").write_bytes(vgg_checkpoint)
+    partial_path(tmp_path / "v.pth").write_bytes(vgg_checkpoint)
     digest = sha256(vgg_checkpoint)
     assert download(f"{server.url}/vgg.pth", tmp_path / "v.pth", digest, progress=False) == digest
     assert server.requests == [("/vgg.pth", f"bytes={len(vgg_checkpoint)}-")]  # answered 416
@@ -258,6 +259,8 @@ def test_connection_refused_and_timeout_are_one_line(tmp_path, capsys):
 
 def test_list(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SSD300_CACHE", str(tmp_path))
+    tmp_path = tmp_path / "weights"  # $SSD300_CACHE/weights
+    tmp_path.mkdir()
     (tmp_path / "ssd300_mAP_77.43_v2.pth").write_bytes(b"x")
     assert weights() == 0
     out = capsys.readouterr().out
@@ -304,7 +307,7 @@ def test_sha256_parsing():
 
 
 def test_the_engine_finds_downloads_where_the_download_puts_them(tmp_path, monkeypatch):
-    """engine.runtime.models.weights_cache mirrors cache_dir (the deploy path cannot import it)."""
+    """engine.runtime.models.weights_cache and download.cache_dir are one rule (training.fileio)."""
     from engine.runtime.models import weights_cache
     from training.download import cache_dir
 
