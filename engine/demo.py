@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine import video_command
-    from engine.video.pipeline import check_output_dir
+    from engine.video_command import check_output_dir
 
     if not 0.2 <= args.seconds <= 60:
         raise EngineError("--seconds must be between 0.2 and 60")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import signal
 import sys
+import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from engine.runtime.detector import BACKENDS
@@ -342,15 +347,8 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from engine.runtime.detector import EngineError
-    from engine.video.pipeline import (
-        GracefulStop,
-        InputResult,
-        VideoOptions,
-        VideoProcessor,
-        check_output_dir,
-        output_paths,
-        write_summary,
-    )
+    from engine.video.filters import DetectionFilter
+    from engine.video.pipeline import InputResult, VideoOptions, VideoProcessor, output_paths
     from engine.video.sources import resolve_inputs
     from engine.video.writers import resolve_codec
 
@@ -370,8 +368,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     with det:
         opts = VideoOptions(
             output_dir=out_dir,
-            score_threshold=args.score_threshold,
-            classes=parse_classes(args.classes, det.class_names),
+            filter=DetectionFilter(
+                score=args.score_threshold or 0.0,
+                classes=_as_tuple(parse_classes(args.classes, det.class_names)),
+            ),
             every=args.every,
             start=args.start,
             end=args.end,
@@ -425,8 +425,8 @@ def cmd_video(args: argparse.Namespace) -> int:
                 "backend": det.describe(),
                 "seconds": round(seconds, 3),
                 "options": {
-                    "score_threshold": opts.score_threshold,
-                    "classes": opts.classes,
+                    "score_threshold": args.score_threshold,
+                    "classes": _as_list(opts.filter.classes),
                     "every": opts.every,
                     "start": opts.start,
                     "end": opts.end,
@@ -440,3 +440,70 @@ def cmd_video(args: argparse.Namespace) -> int:
     if stopper.signum is not None:
         return stopper.exit_code
     return 0 if all(r.status == "ok" for r in results) else 1
+
+
+class GracefulStop:
+    """Within `with`: the first Ctrl-C or SIGTERM sets `event` (the pipeline then finalizes
+    its outputs and stops); a second Ctrl-C raises KeyboardInterrupt. `signum` is the first
+    signal received. Only installs handlers in the main thread."""
+
+    def __init__(self, message: str = "stopping: finalizing the outputs (Ctrl-C again to abort)"):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.message = message
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not self.event.is_set():
+            self.signum = signum
+            print(f"\n{self.message}", file=sys.stderr, flush=True)
+        self.event.set()
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+def _as_tuple(ids: list[int] | None) -> tuple[int, ...] | None:
+    return None if ids is None else tuple(ids)
+
+
+def _as_list(ids: tuple[int, ...] | None) -> list[int] | None:
+    return None if ids is None else list(ids)
+
+
+def write_summary(results: list, path: Path, extra: dict) -> None:
+    """summary.json: every input's result (InputResult) plus run-wide figures, written
+    atomically."""
+    from training.fileio import atomic_write_text
+
+    data = dict(extra)
+    data["inputs"] = [{**asdict(r), "fps": round(r.fps, 2)} for r in results]
+    atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def check_output_dir(out: Path) -> None:
+    """EngineError unless `out` is (or can be made) a folder we can write in."""
+    from engine.runtime.detector import EngineError
+
+    if out.exists() and not out.is_dir():
+        raise EngineError(f"output folder {out} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise EngineError(f"cannot write in the output folder {out}: {e.strerror or e}") from None

@@ -1,43 +1,51 @@
-"""`main.py video`: video files, cameras and streams to annotated videos and detection logs.
+"""The frame pipeline: read -> infer -> filter -> overlay -> record/log, for the `video`
+command and the GUI alike.
 
-One input runs as a three-stage pipeline with bounded queues, so decoding, inference and
-encoding overlap and memory stays bounded:
+One input runs as three stages with bounded queues, so decoding, inference and encoding
+overlap and memory stays bounded:
 
     reader thread      decode, resize to the network input      -> frames queue
-    calling thread     inference, mapping boxes back            -> results queue
-    writer thread      overlay, encode, log (in frame order)
+    calling thread     inference, mapping boxes back, filtering -> results queue
+    writer thread      overlay, encode, log, hand the frame to a viewer (in frame order)
 
-Files: every frame is read, and every frame reaches the output in order (none dropped);
-with `every` > 1 the detector sees every Nth frame and the frames between carry its last
-detections. Live sources (cameras, streams): a capture thread keeps only the newest frame,
-so latency does not build up; the frames that were replaced are counted as dropped.
+Files, by default (the video command): every frame is read, and every frame reaches the
+output in order (none dropped); with `every` > 1 the detector sees every Nth frame and the
+frames between carry its last detections. Live sources (cameras, streams): a capture thread
+keeps only the newest frame, so latency does not build up; the frames that were replaced
+are counted as dropped.
 
-A stop request (`stop` event, set by Ctrl-C / SIGTERM in the command) ends the reading, lets
-the writer finish the frames already inferred, and finalizes the video and the log at the
-same frame. numpy and OpenCV only (the deploy path).
+A viewer (the GUI) passes Controls (engine.video.playback): pause, steps and seeks, and a
+real-time mode in which a file plays at its own frame rate and the frames a slower detector
+cannot keep up with are passed over and counted as dropped. It gets each frame through
+`on_frame` and records through a Recorder (engine.video.recorder).
+
+A stop request (`stop` event, set by Ctrl-C / SIGTERM in the command, Stop in the GUI) ends
+the reading, lets the writer finish the frames already inferred, and finalizes the video
+and the log at the same frame. numpy and OpenCV only (the deploy path).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import queue
-import signal
-import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from engine.runtime.detector import Detections, Detector, EngineError
 from engine.video.files import FileReader
+from engine.video.filters import DetectionFilter
 from engine.video.live import LiveReader
 from engine.video.overlay import draw_detections, draw_status
+from engine.video.playback import Controls, Pacer
+from engine.video.recorder import Recorder
 from engine.video.sources import Source, mask_credentials
 from engine.video.writers import DetectionLog, VideoSink, open_sink, video_extension
-from training.fileio import atomic_write_text
 
 STAGES = ("decode", "resize", "infer", "post", "draw", "encode", "log")
 
@@ -46,18 +54,17 @@ STAGES = ("decode", "resize", "infer", "post", "draw", "encode", "log")
 class VideoOptions:
     """What to do with each input (the command's options).
 
-    score_threshold: keep detections at least this confident (None: the model's own).
-    classes: class ids to keep (None: all). every: run the detector on every Nth frame.
+    filter: which detections are drawn and logged (score, classes; the GUI keeps all and
+    filters at display). every: run the detector on every Nth frame.
     start / end: seconds into a file (for live sources, end is the capture duration).
-    write_video / csv: which outputs besides the JSONL log. codec: a resolved codec
-    (writers.resolve_codec); preset: x264's speed preset for H.264.
-    show_fps / show_frame: draw the pipeline FPS / frame number. hw_decode: let a Jetson
-    decode H.264/H.265 files on NVDEC (engine.video.files.FileReader).
+    write_video / csv: which outputs besides the JSONL log (a viewer passes no output
+    paths at all). codec: a resolved codec (writers.resolve_codec); preset: x264's speed
+    preset for H.264. show_fps / show_frame: draw the pipeline FPS / frame number.
+    hw_decode: let a Jetson decode H.264/H.265 files on NVDEC (engine.video.files).
     """
 
     output_dir: Path = Path("runs/video")
-    score_threshold: float | None = None
-    classes: list[int] | None = None
+    filter: DetectionFilter = field(default_factory=DetectionFilter)
     every: int = 1
     start: float = 0.0
     end: float | None = None
@@ -72,6 +79,19 @@ class VideoOptions:
 
 
 @dataclass
+class FramePacket:
+    """One processed frame, as a viewer gets it: the BGR frame (full resolution, not drawn
+    on), all the detections the model gave (the viewer filters), its index and time, and
+    the live figures (capture_fps, inference_fps, latency_ms, dropped, position, total)."""
+
+    frame: np.ndarray
+    dets: Detections
+    index: int
+    seconds: float
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
 class InputResult:
     """What happened to one input. status: ok; incomplete (the file stopped decoding before
     its announced end: what decoded is processed); failed (see message; outputs written up
@@ -83,7 +103,7 @@ class InputResult:
     message: str = ""
     frames: int = 0  # frames written (video frames; log entries when every == 1)
     inferred: int = 0  # frames the detector ran on (= log entries)
-    dropped: int = 0  # live sources: frames replaced by newer ones before inference
+    dropped: int = 0  # live: frames replaced by newer ones; real-time files: passed over
     expected: int = 0  # frames the file announces in the processed range (0: unknown)
     seconds: float = 0.0
     detections: dict[str, int] = field(default_factory=dict)
@@ -183,10 +203,27 @@ class _Stage:
         }
 
 
+class _Ema:
+    """An exponential moving average; the first value starts it."""
+
+    def __init__(self, weight: float = 0.1) -> None:
+        self.weight, self.value = weight, 0.0
+
+    def add(self, x: float) -> float:
+        self.value = x if self.value == 0 else (1 - self.weight) * self.value + self.weight * x
+        return self.value
+
+
 class VideoProcessor:
     """Runs one detector over inputs. `stop` (a threading.Event) ends the current input
     cleanly; `progress(result, total)` returns an object with update(n) and close(), or
-    None for no progress display."""
+    None for no progress display.
+
+    A viewer (the GUI) also passes `controls` (pause, steps, seeks, real-time pacing),
+    `on_open(source, props, decoder)` called when the input opens, `on_frame(FramePacket)`
+    for every frame in order, `on_message(text)` for what it should tell the user (the end
+    of a file), and a `recorder`; it processes with no output paths.
+    """
 
     def __init__(
         self,
@@ -194,17 +231,28 @@ class VideoProcessor:
         opts: VideoOptions,
         stop: threading.Event | None = None,
         progress=None,
+        controls: Controls | None = None,
+        on_open: Callable | None = None,
+        on_frame: Callable[[FramePacket], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.det = detector
         self.opts = opts
         self.stop = stop or threading.Event()
         self.progress = progress
+        self.controls = controls
+        self.on_open = on_open
+        self.on_frame = on_frame
+        self.on_message = on_message or (lambda text: None)
+        self.recorder = recorder
 
     # -- one input -------------------------------------------------------------------------
 
     def process(self, src: Source, paths: dict[str, Path]) -> InputResult:
-        """Processes one input into its outputs; never raises for a bad input, a failed
-        write or a backend error (the result says what happened), only KeyboardInterrupt."""
+        """Processes one input into its outputs (`paths`: video, jsonl, csv; any may be
+        absent); never raises for a bad input, a failed write or a backend error (the
+        result says what happened), only KeyboardInterrupt."""
         res = InputResult(src.display)
         try:
             if src.live:
@@ -229,6 +277,8 @@ class VideoProcessor:
         return res
 
     def _open_outputs(self, paths, props, live, res):
+        if self.recorder is not None:
+            self.recorder.configure(props.fps, live)
         sink = None
         if "video" in paths:
             paths["video"].parent.mkdir(parents=True, exist_ok=True)
@@ -250,18 +300,21 @@ class VideoProcessor:
                     f"source's {props.fps:g} FPS and plays faster than real time when frames "
                     "were dropped (H.264 keeps the real timing)"
                 )
-        paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
-        try:
-            log = DetectionLog(paths["jsonl"], paths.get("csv"))
-        except OSError:
-            if sink is not None:
-                sink.close()
-            raise
+        log = None
+        if "jsonl" in paths:
+            paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+            try:
+                log = DetectionLog(paths["jsonl"], paths.get("csv"))
+            except OSError:
+                if sink is not None:
+                    sink.close()
+                raise
         return sink, log
 
     def _run_file(self, src: Source, paths, res: InputResult) -> None:
         reader = FileReader(src.target, hardware=None if self.opts.hw_decode else False)
         res.decoder = reader.decoder
+        controls = self.controls
         try:
             props = reader.props
             start, end = frame_range(props, self.opts.start, self.opts.end)
@@ -275,6 +328,8 @@ class VideoProcessor:
             res.expected = (end - start) if end is not None else 0
             if not props.fps_known:
                 res.notes.append("the file does not state a usable frame rate: assumed 30 FPS")
+            if self.on_open is not None:
+                self.on_open(src, props, reader.decoder)
             sink, log = self._open_outputs(paths, props, False, res)
             stage = _Stage()
             frames_q: queue.Queue = queue.Queue(maxsize=self.opts.queue_size)
@@ -283,26 +338,44 @@ class VideoProcessor:
             errors: list[BaseException] = []
 
             def read() -> None:
-                index = start
+                # Seeks are done here: the reader is used by this thread only. At the end
+                # of a file a viewer's reader waits for a seek instead of finishing.
+                index, generation, at_end = start, 0, False
                 try:
                     while not (abort.is_set() or self.stop.is_set()):
-                        if end is not None and index >= end:
-                            break
+                        if controls is not None:
+                            target, gen = controls.take_seek()
+                            if target is not None:
+                                if props.frame_count:
+                                    target = min(target, props.frame_count - 1)
+                                reader.seek(target)
+                                index, generation, at_end = target, gen, False
+                            if at_end:
+                                time.sleep(0.02)
+                                continue
                         t0 = time.perf_counter()
-                        frame = reader.read()
+                        frame = reason = None
+                        if end is None or index < end:
+                            frame = reader.read()
+                            reason = None if frame is not None else reader.stop_reason()
                         t1 = time.perf_counter()
                         if frame is None:
-                            reason = reader.stop_reason()
-                            if reason and (end is None or index < end):
+                            if reason:
                                 stopped_early.append(reason)
-                            break
+                            if controls is None:
+                                break
+                            at_end = True
+                            if not _put(frames_q, ("end", index, reason), abort):
+                                return
+                            continue
                         stage.add("decode", t1 - t0)
                         x = None
                         if (index - start) % self.opts.every == 0:
                             # A private copy: a backend's own preprocess may reuse one buffer.
                             x = Detector.preprocess(self.det, frame)
                             stage.add("resize", time.perf_counter() - t1)
-                        if not _put(frames_q, (index, reader.timestamp(index), frame, x), abort):
+                        item = (index, reader.timestamp(index), frame, x, generation)
+                        if not _put(frames_q, item, abort):
                             return
                         index += 1
                 except Exception as e:  # reported as this input's failure below
@@ -310,17 +383,58 @@ class VideoProcessor:
                 finally:
                     _put(frames_q, None, abort)
 
+            pacer = Pacer(props.fps)
+            rate = _Rate()
+
+            def next_item():
+                # In the calling thread: pauses, frames from before a seek, real-time pacing.
+                while not (abort.is_set() or self.stop.is_set()):
+                    if controls is not None and not controls.may_run():
+                        pacer.reset()
+                        rate.reset()
+                        time.sleep(0.02)
+                        continue
+                    try:
+                        item = frames_q.get(timeout=0.05)
+                    except queue.Empty:
+                        continue
+                    if item is None:
+                        return None
+                    if item[0] == "end":
+                        _, count, reason = item
+                        self.on_message(reason or f"end of the file ({count} frames)")
+                        continue  # a viewer's reader waits for a seek
+                    index, t, frame, x, generation = item
+                    if controls is None:
+                        return index, t, frame, x
+                    if generation != controls.generation:
+                        continue  # read before the latest seek
+                    stepping = controls.take_step()
+                    if controls.realtime and not stepping:
+                        if not pacer.admit(index):
+                            res.dropped += 1  # its time has gone: pass it over
+                            continue
+                        pacer.wait(index, self.stop)
+                    else:
+                        pacer.reset()  # pacing restarts from here when it is turned back on
+                    rate.tick()
+                    return index, t, frame, x
+                return None
+
+            def figures(index: int) -> dict:
+                return {"capture_fps": rate.value, "position": index, "total": props.frame_count}
+
             thread = threading.Thread(target=read, name="video-reader", daemon=True)
             thread.start()
             try:
-                self._pipeline(lambda: _get(frames_q, abort), abort, sink, log, stage, res)
+                self._pipeline(next_item, abort, sink, log, stage, res, figures)
             finally:
                 abort.set()
                 thread.join()  # never blocks long: the reader checks `abort` between frames
             if errors and res.status == "ok":
                 res.status = "failed"
                 res.message = f"reading stopped at frame {res.frames}: {_one_line(errors[0])}"
-            if stopped_early and res.status == "ok":
+            if stopped_early and res.status == "ok" and controls is None:
                 res.status, res.message = "incomplete", stopped_early[0]
         finally:
             reader.release()
@@ -331,11 +445,14 @@ class VideoProcessor:
         live = LiveReader(src)
         res.decoder = live.plan.describe()
         try:
+            if self.on_open is not None:
+                self.on_open(src, live.props, res.decoder)
             sink, log = self._open_outputs(paths, live.props, True, res)
             stage = _Stage()
             abort = threading.Event()
             ended: list[bool] = []
             count = [0]
+            delivered = {"count": live.frames_read, "t": time.perf_counter(), "fps": _Ema(0.5)}
 
             def next_item():
                 # Taken straight from the capture slot when the detector is ready, so it
@@ -350,6 +467,8 @@ class VideoProcessor:
                     index, t, frame = item
                     if self.opts.end is not None and t > self.opts.end:
                         return None
+                    if self.controls is not None and self.controls.paused:
+                        continue  # keep draining the source; the view stays frozen
                     t1 = time.perf_counter()
                     x = None
                     if count[0] % self.opts.every == 0:
@@ -359,26 +478,37 @@ class VideoProcessor:
                     return index, t, frame, x
                 return None
 
-            self._pipeline(next_item, abort, sink, log, stage, res)
+            def figures(index: int) -> dict:
+                now = time.perf_counter()
+                if now - delivered["t"] >= 0.5:  # frames the source delivered per second
+                    rate = (live.frames_read - delivered["count"]) / (now - delivered["t"])
+                    delivered["fps"].add(rate)
+                    delivered["count"], delivered["t"] = live.frames_read, now
+                res.dropped = live.dropped
+                return {"capture_fps": delivered["fps"].value}
+
+            self._pipeline(next_item, abort, sink, log, stage, res, figures)
             res.dropped = live.dropped
             if ended and res.status == "ok":
                 res.notes.append(f"the source ended after {live.frames_read} frames")
         finally:
             live.stop()
 
-    def _pipeline(self, next_item, abort, sink, log, stage, res) -> None:
+    def _pipeline(self, next_item, abort, sink, log, stage, res, figures) -> None:
         """Inference in this thread on the items `next_item()` returns ((index, seconds,
-        frame, resized or None) or None at the end), a writer thread for overlay, encoding
-        and log; then finalizes the outputs at the last frame written."""
+        frame, resized or None) or None at the end), a writer thread for overlay, encoding,
+        the log and the viewer; then finalizes the outputs at the last frame written.
+        `figures(index)` gives the source's live figures for a viewer."""
         det, opts = self.det, self.opts
         results_q: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         counts: Counter = Counter()
         failure: list[BaseException] = []
         bar = self.progress(res, res.expected) if self.progress else None
         t_start = time.perf_counter()
+        on_frame, recorder = self.on_frame, self.recorder
 
         def write() -> None:
-            fps_ema = 0.0
+            fps_ema = _Ema()
             t_prev = time.perf_counter()
             while True:
                 item = results_q.get()
@@ -386,32 +516,36 @@ class VideoProcessor:
                     return
                 if failure:
                     continue  # drain after a failed write; nothing more is written
-                index, t, frame, dets, inferred = item
+                index, t, frame, raw, dets, inferred, stats = item
                 try:
+                    if on_frame is not None:
+                        on_frame(FramePacket(frame, raw, index, t, stats))
+                    if recorder is not None:
+                        recorder.write(frame, raw, t)
                     t0 = time.perf_counter()
-                    draw_detections(frame, dets)
-                    if opts.show_fps or opts.show_frame:
-                        now = time.perf_counter()
-                        dt, t_prev = max(now - t_prev, 1e-6), now
-                        fps_ema = 1 / dt if fps_ema == 0 else 0.9 * fps_ema + 0.1 / dt
-                        draw_status(
-                            frame,
-                            fps=fps_ema if opts.show_fps else None,
-                            frame_index=index if opts.show_frame else None,
-                        )
-                    t1 = time.perf_counter()
-                    stage.add("draw", t1 - t0)
                     if sink is not None:
-                        sink.write(frame, t)
-                        t2 = time.perf_counter()
-                        stage.add("encode", t2 - t1)
-                    else:
-                        t2 = t1
+                        image = frame if on_frame is None else frame.copy()
+                        draw_detections(image, dets)
+                        if opts.show_fps or opts.show_frame:
+                            now = time.perf_counter()
+                            fps = fps_ema.add(1 / max(now - t_prev, 1e-6))
+                            t_prev = now
+                            draw_status(
+                                image,
+                                fps=fps if opts.show_fps else None,
+                                frame_index=index if opts.show_frame else None,
+                            )
+                        t1 = time.perf_counter()
+                        stage.add("draw", t1 - t0)
+                        sink.write(image, t)
+                        stage.add("encode", time.perf_counter() - t1)
                     if inferred:
-                        log.write(index, t, dets)
+                        if log is not None:
+                            t2 = time.perf_counter()
+                            log.write(index, t, dets)
+                            stage.add("log", time.perf_counter() - t2)
                         counts.update(dets.names)
                         res.inferred += 1
-                        stage.add("log", time.perf_counter() - t2)
                     res.frames += 1
                     if bar is not None:
                         bar.update(1)
@@ -421,7 +555,8 @@ class VideoProcessor:
 
         writer = threading.Thread(target=write, name="video-writer", daemon=True)
         writer.start()
-        last = Detections.empty()
+        raw = shown = Detections.empty()
+        latency = _Ema()
         try:
             while True:
                 item = next_item()
@@ -429,22 +564,21 @@ class VideoProcessor:
                     break
                 index, t, frame, x = item
                 inferred = x is not None
+                stats = {}
                 if inferred:
                     t0 = time.perf_counter()
                     num, boxes, scores, classes = det.run(x[None])
                     t1 = time.perf_counter()
-                    last = det.to_detections(
-                        num[0],
-                        boxes[0],
-                        scores[0],
-                        classes[0],
-                        frame.shape,
-                        opts.score_threshold,
-                        opts.classes,
-                    )
+                    raw = det.to_detections(num[0], boxes[0], scores[0], classes[0], frame.shape)
+                    shown = opts.filter.apply(raw)
                     stage.add("infer", t1 - t0)
                     stage.add("post", time.perf_counter() - t1)
-                if not _put(results_q, (index, t, frame, last, inferred), abort):
+                    ms = latency.add((t1 - t0) * 1000)
+                    stats = {"latency_ms": (t1 - t0) * 1000, "inference_fps": 1000 / ms}
+                if on_frame is not None:
+                    stats.update(figures(index), dropped=res.dropped)
+                item = (index, t, frame, raw, shown, inferred, stats)
+                if not _put(results_q, item, abort):
                     break
         finally:
             # Reached on the end, a stop, a failure or a KeyboardInterrupt: let the writer
@@ -460,7 +594,7 @@ class VideoProcessor:
             res.detections = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @staticmethod
-    def _finalize(sink: VideoSink | None, log: DetectionLog, res, failure) -> None:
+    def _finalize(sink: VideoSink | None, log: DetectionLog | None, res, failure) -> None:
         errors: list[str] = []
         if failure:
             e = failure[0]
@@ -476,64 +610,29 @@ class VideoProcessor:
                 # An MP4 whose index was never written does not play: free its space.
                 sink.tmp.unlink(missing_ok=True)
                 errors.append(f"the video could not be finalized ({reason}) and was removed")
-        try:
-            for p in log.close():
-                res.outputs[p.suffix.lstrip(".")] = str(p)
-        except OSError as e:
-            errors.append(f"the log could not be finalized ({e.strerror or e})")
+        if log is not None:
+            try:
+                for p in log.close():
+                    res.outputs[p.suffix.lstrip(".")] = str(p)
+            except OSError as e:
+                errors.append(f"the log could not be finalized ({e.strerror or e})")
         if errors:
             res.status, res.message = "failed", "; ".join(errors)
 
 
-class GracefulStop:
-    """Within `with`: the first Ctrl-C or SIGTERM sets `event` (the pipeline then finalizes
-    its outputs and stops); a second Ctrl-C raises KeyboardInterrupt. `signum` is the first
-    signal received. Only installs handlers in the main thread."""
+class _Rate:
+    """Events per second, smoothed over about ten events."""
 
-    def __init__(self, message: str = "stopping: finalizing the outputs (Ctrl-C again to abort)"):
-        self.event = threading.Event()
-        self.signum: int | None = None
-        self.message = message
-        self._old: dict[int, object] = {}
+    def __init__(self) -> None:
+        self.reset()
 
-    def _handler(self, signum, frame) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not self.event.is_set():
-            self.signum = signum
-            print(f"\n{self.message}", file=sys.stderr, flush=True)
-        self.event.set()
+    def reset(self) -> None:
+        self.value, self._last = 0.0, None
 
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or signal.SIGINT)
-
-
-def write_summary(results: list[InputResult], path: Path, extra: dict) -> None:
-    """summary.json: every input's result plus run-wide figures, written atomically."""
-    data = dict(extra)
-    data["inputs"] = [{**asdict(r), "fps": round(r.fps, 2)} for r in results]
-    atomic_write_text(path, json.dumps(data, indent=2))
-
-
-def check_output_dir(out: Path) -> None:
-    """EngineError unless `out` is (or can be made) a folder we can write in."""
-    if out.exists() and not out.is_dir():
-        raise EngineError(f"output folder {out} is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise EngineError(f"cannot write in the output folder {out}: {e.strerror or e}") from None
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self._last is not None and now > self._last:
+            inst = 1.0 / (now - self._last)
+            self.value = inst if self.value == 0 else 0.9 * self.value + 0.1 * inst
+        self._last = now
+        return self.value
