@@ -1,6 +1,10 @@
 """The main window: video view, source and model choice, detection controls, playback,
 recording, snapshots and a live status line. The GUI thread only paints and handles
-controls; DetectionWorker does the rest on its QThread."""
+controls; DetectionWorker does the rest on its QThread.
+
+Over 400 lines on purpose: one QMainWindow; its widgets, slots and settings share the
+window's state (painting is app.view, the work app.worker).
+"""
 
 from __future__ import annotations
 

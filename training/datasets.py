@@ -8,6 +8,9 @@ computed on it equal the devkit's (xmax - xmin + 1) convention.
 Broken data never stops a run silently: every skipped image or box is recorded as a
 Problem (file and reason); `DetectionData.report()` summarizes them, and a dataset with
 nothing usable left raises a DataError.
+
+Over 400 lines on purpose: the three formats' readers fill one in-memory form and one
+problem report, and are easiest to keep consistent side by side.
 """
 
 from __future__ import annotations

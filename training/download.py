@@ -1,6 +1,6 @@
 """`main.py weights`: the public SSD300 checkpoints, downloaded, verified and converted.
 
-A download goes to `NAME.partial` in the cache folder (resumed with an HTTP Range request
+A download goes to `.NAME.partial.EXT` in the cache folder (resumed with an HTTP Range request
 where the server allows it), its SHA-256 is checked, and only then is it renamed to its
 final name and converted by training.importers into a self-describing .safetensors file
 beside it. Network failures and Ctrl-C keep the .partial file, so running the same command
@@ -8,6 +8,9 @@ again continues where it stopped. `.pth` files are only read by `read_checkpoint
 (torch.load with weights_only=True): nothing in them is executed.
 
 torch is imported only to convert: `weights list` and the downloads work without it.
+
+Over 400 lines on purpose: about a quarter is the catalogue of known checkpoints
+(URLs, digests, sizes, where each comes from).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ the fixed-size outputs of engine.runtime.contract. Two NMS tails:
   Jetson's TensorRT 10.3).
 
 This side imports torch and training; the runtime side does not.
+
+Over 400 lines on purpose: the graph's pre-processing, decoding and both NMS tails
+must agree with engine.runtime.contract and are checked together.
 """
 
 from __future__ import annotations

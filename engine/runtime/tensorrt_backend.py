@@ -9,6 +9,9 @@ API used (TensorRT >= 8.5 name-based I/O): Builder / create_network / OnnxParser
 create_builder_config / set_memory_pool_limit / set_flag / build_serialized_network;
 Runtime.deserialize_cuda_engine, create_execution_context, num_io_tensors,
 get_tensor_name/shape/dtype/mode, set_tensor_address, execute_async_v3.
+
+Over 400 lines on purpose: the build, the engine cache and the runtime share the
+version-dependent choices and must change together when TensorRT changes.
 """
 
 from __future__ import annotations

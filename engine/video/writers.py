@@ -10,6 +10,9 @@ OpenCV's MPEG-4 Part 2 (`mp4v`) or Motion JPEG. On a Jetson with a hardware enco
 Orin Nano) and OpenCV with GStreamer, `auto` records H.264 on NVENC through GStreamer
 (`nvv4l2h264enc`); `--codec nvenc` asks for NVENC explicitly (on a desktop GPU: PyAV's
 h264_nvenc). numpy, OpenCV and optionally PyAV only; Python 3.8 syntax.
+
+Over 400 lines on purpose: the video sinks (PyAV, OpenCV, GStreamer) and the detection
+log share the finalize-under-a-temporary-name rule.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def test_pause_step_seek_and_a_recording_through_the_pipeline(clip, model, tmp_p
         time.sleep(0.3)
         assert len(got) == n  # paused: nothing more comes
         worker.stop_recording()  # finalized while paused
-        assert recorded[0].endswith("rec.mp4") and recorded[-1] == ""
+        assert recorded[0].endswith("rec.mp4")
+        assert recorded[-1] == ""
         assert any(m.startswith("recording saved:") for m in messages)
         worker.step()
         while len(got) == n and time.monotonic() < deadline:
