@@ -19,18 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from app import command as gui_command
-    from engine import commands as engine_commands
-    from engine import demo, system, video_command
-    from training import commands as model_commands
-    from training import run_commands
+    from engine.commands import register_all
 
-    model_commands.register(sub)
-    run_commands.register(sub)
-    engine_commands.register(sub)
-    video_command.register(sub)
-    gui_command.register(sub)
-    system.register(sub)
-    demo.register(sub)
+    register_all(sub, gui=gui_command.register)  # every command: engine/commands/
     return parser
 
 

@@ -132,13 +132,8 @@ def modules_in(*folders: str) -> list[str]:
 
 # Everything that runs on a Jetson without torch: the runtime, video, the GUI, and the
 # command modules main.py imports to build its parser.
-TORCH_FREE = modules_in("engine/runtime", "engine/video", "app") + [
+TORCH_FREE = modules_in("engine/runtime", "engine/video", "engine/commands", "app") + [
     "engine",
-    "engine.video_command",
-    "engine.system",
-    "engine.bench",
-    "engine.demo",
-    "engine.commands",
     "training",
     "training.priors",
     "training.spec",

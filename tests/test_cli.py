@@ -124,7 +124,7 @@ def test_readme_quick_start_matches_ci():
 
 
 def test_the_listed_checkpoint_kinds_are_the_importers():
-    from training.commands import CHECKPOINT_KINDS
+    from engine.commands.model import CHECKPOINT_KINDS
     from training.importers import KINDS
 
     assert list(KINDS) == CHECKPOINT_KINDS

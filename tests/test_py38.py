@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Everything main.py imports to build its parser, the GUI, and the engine runtime.
 DEPLOY = sorted(
     [ROOT / "main.py", *(ROOT / "app").glob("*.py")]
-    + [p for d in ("engine", "engine/runtime", "engine/video") for p in (ROOT / d).glob("*.py")]
+    + [
+        p
+        for d in ("engine", "engine/commands", "engine/runtime", "engine/video")
+        for p in (ROOT / d).glob("*.py")
+    ]
     + [
         ROOT / "training" / n
-        for n in ("__init__.py", "errors.py", "commands.py", "run_commands.py", "spec.py")
+        for n in ("__init__.py", "errors.py", "spec.py", "priors.py", "fileio.py", "boxes.py")
     ]
-    + [ROOT / "training" / "priors.py"]
 )
 BUILTIN_GENERICS = {"list", "dict", "tuple", "set", "frozenset", "type"}
 

@@ -90,6 +90,19 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        checks = [
+            ("workers", self.workers >= -1, "at least 0 (or -1: CPUs - 1, at most 8)"),
+            ("warmup_steps", self.warmup_steps >= 0, "at least 0"),
+            ("eval_every", self.eval_every >= 0, "at least 0 (0: never)"),
+            ("log_every", self.log_every >= 1, "at least 1"),
+            ("checkpoint_minutes", self.checkpoint_minutes > 0, "positive"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "at least 0"),
+            ("seed", 0 <= self.seed < 2**63, "between 0 and 2**63 - 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)}")
         if not 0 <= self.repeat_threshold <= 1:
             raise ConfigError(
                 f"repeat threshold must be between 0 (off) and 1, got {self.repeat_threshold}"

@@ -123,14 +123,6 @@ def checkpoint(name: str) -> KnownCheckpoint:
     return KNOWN[name]
 
 
-def parse_sha256(text: str) -> str:
-    """A SHA-256 in hex, or a prefix of at least 8 digits, lower-cased; ValueError otherwise."""
-    s = text.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{8,64}", s):
-        raise ValueError(f"not a SHA-256 (64 hex digits, or a prefix of at least 8): {text!r}")
-    return s
-
-
 def digest_matches(digest: str, expected: str | None) -> bool:
     """Whether a hex digest is `expected` (a full digest or a prefix); True without one."""
     return expected is None or digest.lower().startswith(expected.lower())

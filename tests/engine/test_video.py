@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.commands.args import seconds as parse_time
+from engine.commands.video import parse_classes
 from engine.runtime.detector import Detections, EngineError, open_detector
 from engine.video.files import FileReader
 from engine.video.overlay import draw_detections
 from engine.video.pipeline import VideoOptions, output_paths
 from engine.video.sources import Source, mask_credentials, resolve_inputs
 from engine.video.writers import h264_available
-from engine.video_command import parse_classes, parse_time
 from main import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
 """`main.py weights`: downloads from a local HTTP server, resumed, verified and converted."""
 
+import argparse
 import hashlib
 import io
 import socket
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 import main
+from engine.commands.args import sha256 as parse_sha256
 from tests.training.reference_impls import TVSSD300VGG16
-from training.download import KNOWN, DownloadError, download, list_text, parse_sha256
+from training.download import KNOWN, DownloadError, download, list_text
 from training.errors import SSDError
 from training.fileio import partial_path
 from training.weights import load_detector
@@ -290,7 +292,7 @@ def test_help_and_usage_errors(capsys):
 
 
 def test_the_parser_lists_the_known_checkpoints():
-    from training.commands import WEIGHTS_NAMES
+    from engine.commands.model import WEIGHTS_NAMES
 
     assert list(KNOWN) == WEIGHTS_NAMES
 
@@ -298,7 +300,7 @@ def test_the_parser_lists_the_known_checkpoints():
 def test_sha256_parsing():
     assert parse_sha256(" B556D3B4 ") == "b556d3b4"
     for bad in ("b556d3b", "g" * 64, "0" * 65):
-        with pytest.raises(ValueError, match="not a SHA-256"):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a SHA-256"):
             parse_sha256(bad)
     for entry in KNOWN.values():  # full digests begin with the prefix in the file name
         if entry.sha256 and "-" in entry.filename:

@@ -260,7 +260,7 @@ def test_evaluation_scores_a_class_only_where_it_is_labeled(tmp_path):
 def test_several_data_options_reach_the_config(tmp_path):
     import argparse
 
-    from training import run_commands
+    from engine.commands import train as run_commands
     from training.config import TrainConfig
     from training.errors import ConfigError
 

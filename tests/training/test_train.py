@@ -114,6 +114,15 @@ def test_config_file_and_command_line(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="schedule must be"):
         TrainConfig(data="x", schedule="linear").validate()
+    for name, value, text in [
+        ("workers", -3, r"workers must be at least 0 \(or -1"),
+        ("warmup_steps", -1, "warmup_steps must be at least 0"),
+        ("checkpoint_minutes", 0, "checkpoint_minutes must be positive"),
+        ("momentum", 1.5, r"momentum must be in \[0, 1\)"),
+    ]:
+        with pytest.raises(ConfigError, match=text):
+            TrainConfig(data="x", **{name: value}).validate()
+    TrainConfig(data="x", workers=-1).validate()  # the default: automatic
 
 
 def test_learning_rate_schedule():
@@ -407,7 +416,7 @@ def test_freeze_backbone_needs_trained_backbone_weights(shared_data, tmp_path):
 def test_freeze_backbone_on_the_command_line(tmp_path):
     import argparse
 
-    from training.run_commands import config_from_args, register
+    from engine.commands.train import config_from_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -17,43 +16,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from engine.commands.args import positive_int, seconds, unit_interval
 from engine.runtime.detector import BACKENDS
 from engine.video.writers import CODECS, X264_PRESETS
 
 DEFAULT_OUTPUT = Path("runs/video")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from '90', '90.5', '1:30' or '1:02:03.5'."""
-    if not re.fullmatch(r"\d+(\.\d*)?|(\d+:){1,2}\d+(\.\d*)?", text.strip()):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: give seconds (90, 12.5) or [HH:]MM:SS[.ms]"
-        )
-    seconds = 0.0
-    for part in text.strip().split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (this module stays free of training/ and torch)."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return v
-
-
-def threshold(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--score-threshold",
         "--conf",
-        type=threshold,
+        type=unit_interval,
         default=None,
         help="keep detections at least this confident (default: the model's, 0.3 for "
         "exports with the defaults)",
@@ -110,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--iou-threshold",
         "--iou",
-        type=threshold,
+        type=unit_interval,
         default=None,
         help="NMS IoU (default: the model's, 0.45); fixed inside an ONNX or engine, so it "
         "applies to weights files",
@@ -129,11 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "detections and are not logged (default 1: every frame)",
     )
     p.add_argument(
-        "--start", type=parse_time, default=0.0, help="start time in a file: seconds or MM:SS"
+        "--start", type=seconds, default=0.0, help="start time in a file: seconds or MM:SS"
     )
     p.add_argument(
         "--end",
-        type=parse_time,
+        type=seconds,
         default=None,
         help="end time in a file, or how long to record a live source (seconds or MM:SS)",
     )

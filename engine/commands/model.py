@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.commands.args import positive_float, seed, sha256
 from training.priors import PRESETS
 from training.spec import BACKBONE_NAMES, CLASS_LISTS
 
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-pretrained", action="store_true", help="random backbone (no ImageNet weights)"
     )
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the initialization (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the initialization (default 0)")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser(
@@ -119,7 +120,7 @@ def register_weights(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--url", help="download from this mirror instead (the same file)")
     q.add_argument(
         "--sha256",
-        type=_sha256,
+        type=sha256,
         metavar="HEX",
         help="expected SHA-256 (or a prefix of at least 8 hex digits) instead of the known one",
     )
@@ -128,7 +129,7 @@ def register_weights(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds to wait for the server (connection and each read; default 30)",
     )
@@ -172,40 +173,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     out = save_detector(model, args.output)
     print(f"wrote {out}")
     return 0
-
-
-def int_in_range(low: int, high: int | None = None, high_text: str | None = None):
-    """An argparse type: an integer >= low (and <= high), else a usage error saying so."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if high is not None and not low <= value <= high:
-            upper = high_text or str(high)
-            raise argparse.ArgumentTypeError(f"must be between {low} and {upper}, got {text}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
-        return value
-
-    return parse
-
-
-_seed = int_in_range(0, 2**63 - 1, "2**63 - 1")
-
-
-def _sha256(text: str) -> str:
-    from training.download import parse_sha256
-
-    try:
-        return parse_sha256(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def cmd_import(args: argparse.Namespace) -> int:

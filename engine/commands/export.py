@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.runtime.detector import BACKENDS
-from training.commands import int_in_range
-
-SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "vtest.avi"
+from engine.commands.args import int_in_range, unit_interval
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,14 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "efficientnms: TensorRT's EfficientNMS_TRT plugin (TensorRT only, fastest "
         "on Jetson)",
     )
-    p.add_argument("--top-k", type=int, default=100, help="detections per frame (default 100)")
+    p.add_argument(
+        "--top-k", type=int_in_range(1), default=100, help="detections per frame (default 100)"
+    )
     p.add_argument(
         "--score-threshold",
-        type=float,
+        type=unit_interval,
         default=0.3,
         help="lowest score kept (default 0.3; 0.01 for mAP evaluation)",
     )
-    p.add_argument("--iou-threshold", type=float, default=0.45, help="NMS IoU (default 0.45)")
+    p.add_argument(
+        "--iou-threshold", type=unit_interval, default=0.45, help="NMS IoU (default 0.45)"
+    )
     p.add_argument(
         "--fp16",
         action="store_true",
@@ -86,48 +87,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "8.6, 10 and 11); repeatable",
     )
     p.set_defaults(func=cmd_build)
-
-    p = sub.add_parser(
-        "bench",
-        help="measure backend latency and end-to-end FPS on a video",
-        description="For each backend: latency p50/p90/p99 and FPS at batch 1 (and batched "
-        "throughput where the backend takes batches), then the end-to-end path on a video "
-        "(decode, resize, infer, post-process, draw) with per-stage times and the ratio of "
-        "end-to-end to backend-only FPS.",
-    )
-    p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help=".safetensors (exported as needed), .onnx or engine, or a `main.py weights` name "
-        "(default: the shipped SSD300-MobileNetV2 VOC model)",
-    )
-    p.add_argument(
-        "--backends",
-        nargs="+",
-        default=None,
-        choices=[*BACKENDS, "torch-nchw"],
-        help="default: every backend available for the model; torch-nchw is PyTorch eager in "
-        "its default memory layout (torch runs channels-last)",
-    )
-    p.add_argument(
-        "--video",
-        type=Path,
-        default=None,
-        help=f"video for the end-to-end part (default: {SHARED_VIDEO} if present)",
-    )
-    p.add_argument(
-        "--frames", type=int_in_range(1), default=300, help="end-to-end frames (default 300)"
-    )
-    p.add_argument(
-        "--runs", type=int_in_range(1), default=100, help="timed backend runs (default 100)"
-    )
-    p.add_argument(
-        "--batch", type=int_in_range(1), default=8, help="batched throughput size (default 8)"
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p.set_defaults(func=cmd_bench)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -188,37 +147,4 @@ def _check_versions(onnx: Path, versions: list[str]) -> int:
         failed += bool(problems)
     if failed:
         raise EngineError(f"{onnx}: {failed} of {len(wanted)} TensorRT versions would refuse it")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import format_table, run_bench, save_json
-    from engine.runtime.detector import available_backends
-    from engine.runtime.models import resolve_model
-
-    args.model = resolve_model(args.model)
-
-    video = (
-        args.video if args.video is not None else (SHARED_VIDEO if SHARED_VIDEO.is_file() else None)
-    )
-    if video is not None and not video.is_file():
-        from engine.runtime.detector import EngineError
-
-        raise EngineError(f"video not found: {video}")
-    backends = args.backends
-    if backends is None:
-        backends = [
-            b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
-        ]
-    results = run_bench(
-        args.model, backends, video, args.frames, args.runs, batch=args.batch, device=args.device
-    )
-    print(format_table(results))
-    if all("error" in r for r in results["backends"].values()):
-        from engine.runtime.detector import EngineError
-
-        raise EngineError("no backend could run the model (see the table)")
-    if args.json:
-        save_json(results, args.json)
-        print(f"results: {args.json}")
     return 0

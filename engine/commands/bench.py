@@ -8,6 +8,7 @@ and the ratio of its FPS to the backend-only FPS says what the pipeline costs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,18 +16,27 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
+from engine.commands.args import int_in_range
+from engine.runtime.detector import BACKENDS, EngineError
 
-from engine.runtime.detector import EngineError, open_detector
+if TYPE_CHECKING:
+    import numpy as np
+
+# The clip `bench` times end to end when --video is not given (the repository's shared data).
+SHARED_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "videos" / "vtest.avi"
 
 
 def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
     return float(np.percentile(np.asarray(values), q))
 
 
 def backend_only(det, frame: np.ndarray, runs: int, warmup: int, batch: int) -> dict:
+    import numpy as np
+
     x = det.preprocess(frame)[None]
     for _ in range(warmup):
         det.run(x)
@@ -93,6 +103,11 @@ def run_bench(
 ) -> dict:
     """Runs each backend on `model` (a .safetensors file is exported to ONNX for the non-torch
     backends, or `onnx_for_weights` is used)."""
+    import cv2
+    import numpy as np
+
+    from engine.runtime.detector import open_detector
+
     model = Path(model)
     first = None
     if video is not None:
@@ -172,3 +187,79 @@ def format_table(results: dict) -> str:
 def save_json(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure backend latency and end-to-end FPS on a video",
+        description="For each backend: latency p50/p90/p99 and FPS at batch 1 (and batched "
+        "throughput where the backend takes batches), then the end-to-end path on a video "
+        "(decode, resize, infer, post-process, draw) with per-stage times and the ratio of "
+        "end-to-end to backend-only FPS.",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help=".safetensors (exported as needed), .onnx or engine, or a `main.py weights` name "
+        "(default: the shipped SSD300-MobileNetV2 VOC model)",
+    )
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        choices=[*BACKENDS, "torch-nchw"],
+        help="default: every backend available for the model; torch-nchw is PyTorch eager in "
+        "its default memory layout (torch runs channels-last)",
+    )
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help=f"video for the end-to-end part (default: {SHARED_VIDEO} if present)",
+    )
+    p.add_argument(
+        "--frames", type=int_in_range(1), default=300, help="end-to-end frames (default 300)"
+    )
+    p.add_argument(
+        "--runs", type=int_in_range(1), default=100, help="timed backend runs (default 100)"
+    )
+    p.add_argument(
+        "--batch", type=int_in_range(1), default=8, help="batched throughput size (default 8)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", type=Path, help="write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.runtime.detector import available_backends
+    from engine.runtime.models import resolve_model
+
+    args.model = resolve_model(args.model)
+
+    video = (
+        args.video if args.video is not None else (SHARED_VIDEO if SHARED_VIDEO.is_file() else None)
+    )
+    if video is not None and not video.is_file():
+        from engine.runtime.detector import EngineError
+
+        raise EngineError(f"video not found: {video}")
+    backends = args.backends
+    if backends is None:
+        backends = [
+            b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
+        ]
+    results = run_bench(
+        args.model, backends, video, args.frames, args.runs, batch=args.batch, device=args.device
+    )
+    print(format_table(results))
+    if all("error" in r for r in results["backends"].values()):
+        from engine.runtime.detector import EngineError
+
+        raise EngineError("no backend could run the model (see the table)")
+    if args.json:
+        save_json(results, args.json)
+        print(f"results: {args.json}")
+    return 0

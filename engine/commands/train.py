@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from training.commands import int_in_range
+from engine.commands.args import int_in_range
 
 # Command-line options of `train` that map onto TrainConfig fields (None: not given).
 _TRAIN_OPTIONS = [

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.commands.args import positive_float
 from engine.runtime.detector import EngineError
 
 # (scikit-image loader, what is in it) in showing order.
@@ -121,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", default=None, help="another model (default: the shipped one)")
     p.add_argument(
         "--seconds",
-        type=float,
+        type=positive_float,
         default=3.0,
         help="seconds per photograph in the sample (default 3: 12 s, 300 frames)",
     )
@@ -130,8 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine import video_command
-    from engine.video_command import check_output_dir
+    from engine.commands import video as video_command
+    from engine.commands.video import check_output_dir
 
     if not 0.2 <= args.seconds <= 60:
         raise EngineError("--seconds must be between 0.2 and 60")
