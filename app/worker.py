@@ -213,8 +213,8 @@ class DetectionWorker(QObject):
             res = self.processor(det).process(self.source, {})
             for note in res.notes:
                 self.message.emit(note)
-            if res.status == "failed":
-                self.failed.emit(mask_credentials(res.message))
+            if res.status == "failed":  # the result's message leaves out which source
+                self.failed.emit(mask_credentials(f"{self.source.display}: {res.message}"))
             elif self.source.live and not self._stop.is_set():
                 self.failed.emit(
                     f"{self.source.display}: no more frames (unplugged, stalled for 10 s, or "
@@ -224,7 +224,7 @@ class DetectionWorker(QObject):
             self.failed.emit(describe_error(e))
         finally:
             try:
-                self.recorder.stop()
+                self.recorder.stop(wait=True)
                 if det is not None:
                     det.close()
             except Exception as e:

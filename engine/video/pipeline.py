@@ -161,7 +161,12 @@ class VideoProcessor:
 
     def _open_outputs(self, paths, props, live, res):
         if self.recorder is not None:
-            self.recorder.configure(props.fps, live)
+            controls = self.controls
+            # Live sources, and files in real time (frames may be passed over), keep each
+            # frame's own time in a recording where the codec can (PyAV).
+            self.recorder.configure(
+                props.fps, live, keep_times=lambda: live or bool(controls and controls.realtime)
+            )
         sink = None
         if "video" in paths:
             paths["video"].parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +253,8 @@ class VideoProcessor:
                             if controls is None:
                                 break
                             at_end = True
-                            if not _put(frames_q, ("end", index, reason), abort):
+                            marker = ("end", index, reason, generation)
+                            if not _put(frames_q, marker, abort):
                                 return
                             continue
                         stage.add("decode", t1 - t0)
@@ -284,24 +290,25 @@ class VideoProcessor:
                     if item is None:
                         return None
                     if item[0] == "end":
-                        _, count, reason = item
-                        self.on_message(reason or f"end of the file ({count} frames)")
+                        _, count, reason, generation = item
+                        if controls.is_current(generation):  # not from before a seek
+                            self.on_message(reason or f"end of the file ({count} frames)")
                         continue  # a viewer's reader waits for a seek
                     index, t, frame, x, generation = item
                     if controls is None:
-                        return index, t, frame, x
-                    if generation != controls.generation:
+                        return item
+                    stepping = controls.take_frame(generation)
+                    if stepping is None:
                         continue  # read before the latest seek
-                    stepping = controls.take_step()
                     if controls.realtime and not stepping:
-                        if not pacer.admit(index):
+                        if not pacer.admit(index, newer_waiting=not frames_q.empty()):
                             res.dropped += 1  # its time has gone: pass it over
                             continue
                         pacer.wait(index, self.stop)
                     else:
                         pacer.reset()  # pacing restarts from here when it is turned back on
                     rate.tick()
-                    return index, t, frame, x
+                    return item
                 return None
 
             def figures(index: int) -> dict:
@@ -358,7 +365,7 @@ class VideoProcessor:
                         x = Detector.preprocess(self.det, frame)
                         stage.add("resize", time.perf_counter() - t1)
                     count[0] += 1
-                    return index, t, frame, x
+                    return index, t, frame, x, 0
                 return None
 
             def figures(index: int) -> dict:
@@ -379,16 +386,16 @@ class VideoProcessor:
 
     def _pipeline(self, next_item, abort, sink, log, stage, res, figures) -> None:
         """Inference in this thread on the items `next_item()` returns ((index, seconds,
-        frame, resized or None) or None at the end), a writer thread for overlay, encoding,
-        the log and the viewer; then finalizes the outputs at the last frame written.
-        `figures(index)` gives the source's live figures for a viewer."""
+        frame, resized or None, seek generation) or None at the end), a writer thread for
+        overlay, encoding, the log and the viewer; then finalizes the outputs at the last
+        frame written. `figures(index)` gives the source's live figures for a viewer."""
         det, opts = self.det, self.opts
         results_q: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         counts: Counter = Counter()
         failure: list[BaseException] = []
         bar = self.progress(res, res.expected) if self.progress else None
         t_start = time.perf_counter()
-        on_frame, recorder = self.on_frame, self.recorder
+        on_frame, recorder, controls = self.on_frame, self.recorder, self.controls
 
         def write() -> None:
             fps_ema = _Ema()
@@ -399,11 +406,13 @@ class VideoProcessor:
                     return
                 if failure:
                     continue  # drain after a failed write; nothing more is written
-                index, t, frame, raw, dets, inferred, stats = item
+                index, t, frame, raw, dets, inferred, stats, generation = item
                 try:
-                    if on_frame is not None:
+                    # A viewer sees nothing read before its latest seek (in flight meanwhile).
+                    current = controls is None or controls.is_current(generation)
+                    if on_frame is not None and current:
                         on_frame(FramePacket(frame, raw, index, t, stats))
-                    if recorder is not None:
+                    if recorder is not None and current:
                         recorder.write(frame, raw, t)
                     t0 = time.perf_counter()
                     if sink is not None:
@@ -445,7 +454,7 @@ class VideoProcessor:
                 item = next_item()
                 if item is None or self.stop.is_set():
                     break
-                index, t, frame, x = item
+                index, t, frame, x, generation = item
                 inferred = x is not None
                 stats = {}
                 if inferred:
@@ -460,7 +469,7 @@ class VideoProcessor:
                     stats = {"latency_ms": (t1 - t0) * 1000, "inference_fps": 1000 / ms}
                 if on_frame is not None:
                     stats.update(figures(index), dropped=res.dropped)
-                item = (index, t, frame, raw, shown, inferred, stats)
+                item = (index, t, frame, raw, shown, inferred, stats, generation)
                 if not _put(results_q, item, abort):
                     break
         finally:

@@ -52,20 +52,29 @@ class Controls:
         """Whether a frame may go through now: playing, or a step is pending."""
         return not self._paused or self._step
 
-    def take_step(self) -> bool:
-        """True once per step asked for (that frame is shown without pacing)."""
+    def take_frame(self, generation: int) -> bool | None:
+        """For a frame read in `generation`: None when a seek came after it (drop it), else
+        whether it uses up a pending step (shown without pacing). One locked call, so a
+        seek arriving meanwhile never lends its step to a frame from before it."""
         with self._lock:
+            if generation != self.generation:
+                return None
             step, self._step = self._step, False
             return step
+
+    def is_current(self, generation: int) -> bool:
+        """Whether no seek came after a frame read in `generation`."""
+        return generation == self.generation
 
 
 class Pacer:
     """Real-time pacing of a file's frames on the wall clock.
 
     Frame i is due `(i - i0) / fps` seconds after the clock started at frame i0. A frame
-    whose successor is already due is passed over, so the video keeps its own speed when
-    the detector is slower than the file; a frame more than a second late (a stall, a
-    paused debugger) restarts the clock at it instead, so playback never races to catch up.
+    whose successor is already due, and already decoded, is passed over, so the video keeps
+    its own speed when the detector is slower than the file; a frame more than a second
+    late (a stall, a paused debugger) restarts the clock at it instead, so playback never
+    races to catch up.
     """
 
     def __init__(self, fps: float) -> None:
@@ -76,8 +85,10 @@ class Pacer:
         """The next frame restarts the clock (after a pause, a seek or a step)."""
         self._anchor = None
 
-    def admit(self, index: int, now: float | None = None) -> bool:
-        """Whether frame `index` is still worth showing (False: pass it over)."""
+    def admit(self, index: int, newer_waiting: bool = True, now: float | None = None) -> bool:
+        """Whether frame `index` is still worth showing (False: pass it over). A late frame
+        is passed over only when a newer one is already waiting: when decoding is what is
+        slow, every frame is shown and the video plays slower instead of freezing."""
         now = time.perf_counter() if now is None else now
         if self._anchor is None:
             self._anchor = (now, index)
@@ -86,7 +97,7 @@ class Pacer:
         if late >= 1.0:
             self._anchor = (now, index)
             return True
-        return late <= 1.0 / self.fps
+        return late <= 1.0 / self.fps or not newer_waiting
 
     def wait(self, index: int, stop: threading.Event) -> None:
         """Sleeps until frame `index` is due (or `stop` is set)."""

@@ -32,14 +32,18 @@ class Recorder:
     def __init__(self, report: Callable[[str, str], None] = lambda path, message: None) -> None:
         self.report = report
         self.filter = DetectionFilter()  # what the recording keeps (the GUI sets it)
-        self.fps, self.live = 30.0, False
+        self.fps = 30.0
+        self.keep_times: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
         self._requested: Path | None = None
         self._sink = None
 
-    def configure(self, fps: float, live: bool) -> None:
-        """The frame rate and kind of the source (the pipeline sets it when it opens)."""
-        self.fps, self.live = fps, live
+    def configure(self, fps: float, live: bool, keep_times: Callable[[], bool] | None = None):
+        """The source's frame rate, and whether a recording keeps each frame's own time
+        (asked when a recording starts: live sources, files played in real time, where
+        frames may be passed over). The pipeline calls it when the source opens."""
+        self.fps = fps
+        self.keep_times = keep_times or (lambda: live)
 
     @property
     def active(self) -> bool:
@@ -51,11 +55,18 @@ class Recorder:
             if self._sink is None:
                 self._requested = Path(path).with_suffix(".mp4")
 
-    def stop(self) -> None:
-        """Finalizes the recording now (also while paused, when no frame comes)."""
+    def stop(self, wait: bool = False) -> threading.Thread:
+        """Finalizes the recording (also while paused, when no frame comes), on a thread of
+        its own so the caller (the GUI thread) never waits for the encoder to flush; `wait`
+        joins it. Frames that come meanwhile are not recorded."""
         with self._lock:
             self._requested = None
-            self._close()
+            sink, self._sink = self._sink, None
+        thread = threading.Thread(target=self._close, args=(sink,), name="recorder-close")
+        thread.start()
+        if wait:
+            thread.join()
+        return thread
 
     def write(self, frame: np.ndarray, dets: Detections, seconds: float) -> None:
         with self._lock:
@@ -66,7 +77,8 @@ class Recorder:
                     path, self._requested = self._requested, None
                     h, w = frame.shape[:2]
                     codec, _ = resolve_codec("auto")
-                    self._sink = open_sink(path, w, h, self.fps, codec, live=self.live)
+                    live = self.keep_times()
+                    self._sink = open_sink(path, w, h, self.fps, codec, live=live)
                     self.report(str(path), "")
                 shown = draw_detections(frame.copy(), self.filter.apply(dets))
                 self._sink.write(shown, seconds)
@@ -79,8 +91,7 @@ class Recorder:
                         sink.tmp.unlink(missing_ok=True)
                 self.report("", f"recording failed: {_reason(e)}")
 
-    def _close(self) -> None:
-        sink, self._sink = self._sink, None
+    def _close(self, sink) -> None:
         if sink is None:
             return
         try:

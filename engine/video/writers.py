@@ -177,7 +177,11 @@ class PyAVSink(VideoSink):
 
         super().__init__(path, width, height)
         self.live = live
-        self.container = av.open(str(self.tmp), "w", options={"movflags": "+faststart"})
+        try:
+            self.container = av.open(str(self.tmp), "w", options={"movflags": "+faststart"})
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)  # made by mkstemp before the open
+            raise
         try:
             if live:  # timestamps from the wall clock, in milliseconds
                 self.time_base = Fraction(1, 1000)

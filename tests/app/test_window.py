@@ -175,6 +175,7 @@ def test_a_bad_source_shows_an_error_in_the_window(make_window, qtbot, tmp_path)
     w = make_window(tmp_path / "missing.mp4")
     qtbot.waitUntil(lambda: w.error_text != "", timeout=10000)
     assert "not found" in w.error_text
+    assert "missing.mp4" in w.error_text  # which source
     assert w.banner_row.isVisible()
     qtbot.waitUntil(lambda: not w.running(), timeout=10000)
     # the thread's finished signal reaches the window through its event loop

@@ -119,19 +119,25 @@ def test_pause_step_seek_and_a_recording_through_the_pipeline(clip, model, tmp_p
         n = len(got)
         time.sleep(0.3)
         assert len(got) == n  # paused: nothing more comes
-        worker.stop_recording()  # finalized while paused
+        t0 = time.perf_counter()
+        worker.stop_recording()  # finalized while paused, off the caller's thread
+        assert time.perf_counter() - t0 < 0.5
+        while not any(m.startswith("recording saved:") for m in messages):
+            assert time.monotonic() < deadline, messages
+            time.sleep(0.01)
         assert recorded[0].endswith("rec.mp4")
         assert recorded[-1] == ""
-        assert any(m.startswith("recording saved:") for m in messages)
         worker.step()
         while len(got) == n and time.monotonic() < deadline:
             time.sleep(0.01)
         assert got[n].index == got[n - 1].index + 1  # one step: the next frame
+        k = len(got)
         worker.seek(500)
         while got[-1].index != 500 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.2)
-        assert got[-1].index == 500  # shown although paused, and nothing after it
+        # shown although paused, nothing after it, and nothing read before the seek
+        assert [p.index for p in got[k:]] == [500]
         worker.seek(10**6)  # past the end: the last frame, then the end of the file
         worker.set_paused(False)
         while not any(m.startswith("end of the file") for m in messages):
