@@ -135,7 +135,8 @@ def download(
     timeout: float = 30.0,
     progress: bool | None = None,
 ) -> str:
-    """Downloads `url` to `dest` through `dest.partial`, resuming that file if it exists.
+    """Downloads `url` to `dest` through its partial file (fileio.partial_path), resuming it
+    if it exists.
 
     Args:
         sha256: the expected hex digest (or a prefix of it); None skips the check.
