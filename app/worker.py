@@ -213,7 +213,7 @@ class DetectionWorker(QObject):
             res = self.processor(det).process(self.source, {})
             for note in res.notes:
                 self.message.emit(note)
-            if res.status == "failed":  # the result's message leaves out which source
+            if res.status in ("failed", "incomplete"):  # its message leaves out the source
                 self.failed.emit(mask_credentials(f"{self.source.display}: {res.message}"))
             elif self.source.live and not self._stop.is_set():
                 self.failed.emit(

@@ -52,6 +52,26 @@ def test_create_then_info(tmp_path, capsys):
     assert info["provenance"]["backbone_init"].startswith("torchvision mobilenet_v2")
 
 
+def test_info_describes_the_shipped_onnx(capsys):
+    """`info` on an exported ONNX reads its embedded description (no torch needed)."""
+    from engine.runtime.models import DEFAULT_ONNX, DEFAULT_WEIGHTS
+
+    if not DEFAULT_ONNX.is_file():
+        pytest.skip(f"the shipped ONNX is missing: {DEFAULT_ONNX}")
+    assert main.main(["info", str(DEFAULT_ONNX)]) == 0
+    text = capsys.readouterr().out
+    assert "backbone mobilenet_v2" in text
+    assert "exported      NMS onnx, score >= 0.4, IoU 0.45, up to 100 detections" in text
+    assert main.main(["info", str(DEFAULT_ONNX), "--json"]) == 0
+    onnx_info = json.loads(capsys.readouterr().out)
+    assert main.main(["info", str(DEFAULT_WEIGHTS), "--json"]) == 0
+    weights_info = json.loads(capsys.readouterr().out)
+    for key in ("backbone", "class_names", "input", "variances"):
+        assert onnx_info[key] == weights_info[key]
+    assert [m["boxes"] for m in onnx_info["priors"]["maps"]] == [5776, 2166, 600, 150, 36, 4]
+    assert onnx_info["export"]["opset"] == 17
+
+
 def test_vgg16_info_reports_the_paper_figures(tmp_path, capsys):
     out = tmp_path / "vgg.safetensors"
     assert main.main(["create", "--backbone", "vgg16", "-o", str(out)]) == 0

@@ -82,11 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "info",
-        help="describe a weights file: architecture, classes, default boxes, size",
+        help="describe a weights file or an exported ONNX: architecture, classes, boxes, size",
         description="Print what a weights file holds: backbone, classes, default-box "
-        "configuration, input normalization, parameter count and compute per image.",
+        "configuration, input normalization, parameter count and compute per image. For an "
+        "exported ONNX: the same from its embedded description, plus how it was exported "
+        "(NMS tail, thresholds, detections per image, precision, opset).",
     )
-    p.add_argument("weights", type=Path, help=".safetensors weights file")
+    p.add_argument("weights", type=Path, help=".safetensors weights file or exported .onnx")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_info)
 
@@ -193,13 +195,8 @@ def describe_short(model) -> str:
     )
 
 
-def model_info(path: Path) -> dict:
-    """A JSON-safe description of a weights file."""
-    from training.model import count_macs, count_parameters
-    from training.weights import load_detector
-
-    model = load_detector(path)
-    s = model.spec
+def _maps(s, channels) -> list[dict]:
+    """The feature maps of a ModelSpec's default boxes; `channels` per map (None: unknown)."""
     g = s.priors
     maps = []
     for k, f in enumerate(g.feature_maps):
@@ -213,9 +210,14 @@ def model_info(path: Path) -> dict:
                 "max_size_px": round(g.max_sizes[k] * g.image_size, 3),
                 "step_px": None if g.steps is None else g.steps[k],
                 "aspect_ratios": list(g.aspect_ratios[k]),
-                "channels": model.backbone.out_channels[k],
+                "channels": None if channels is None else channels[k],
             }
         )
+    return maps
+
+
+def _spec_info(path: Path, s) -> dict:
+    g = s.priors
     return {
         "file": str(path),
         "file_bytes": path.stat().st_size,
@@ -224,16 +226,68 @@ def model_info(path: Path) -> dict:
         "input": {"size": s.input_size, "channels": "RGB 0..255", "mean": s.mean, "std": s.std},
         "num_classes": s.num_classes,
         "class_names": list(s.class_names),
-        "priors": {"preset": g.preset, "clip": g.clip, "num_boxes": g.num_boxes, "maps": maps},
+        "priors": {"preset": g.preset, "clip": g.clip, "num_boxes": g.num_boxes, "maps": []},
         "variances": list(s.variances),
-        "parameters": {
-            "total": count_parameters(model),
-            "backbone": count_parameters(model.backbone),
-            "head": count_parameters(model.head),
-        },
-        "gmacs_per_image": round(count_macs(model) / 1e9, 3),
         "provenance": s.extra,
     }
+
+
+def onnx_info(path: Path) -> dict:
+    """A JSON-safe description of an ONNX exported by `main.py export` (no torch needed)."""
+    import numpy as np
+    import onnx
+
+    from engine.runtime import contract as C
+    from engine.runtime.detector import EngineError, read_onnx_info
+    from training.spec import ModelSpec
+
+    exported = read_onnx_info(path)  # one-line errors for foreign or unreadable files
+    m = onnx.load(str(path), load_external_data=False)
+    meta = {x.key: x.value for x in m.metadata_props}
+    try:
+        spec = ModelSpec.from_json(meta[C.META_SPEC])
+    except Exception as e:  # noqa: BLE001 - a damaged description is the user's problem
+        raise EngineError(f"{path}: its model description cannot be read ({e})") from None
+    info = _spec_info(path, spec)
+    info["priors"]["maps"] = _maps(spec, None)
+    weights = sum(int(np.prod(t.dims)) for t in m.graph.initializer)
+    info["parameters"] = {"total": weights}
+    info["export"] = {
+        "nms": exported.tail,
+        "top_k": exported.top_k,
+        "score_threshold": exported.score_threshold,
+        "iou_threshold": exported.iou_threshold,
+        "precision": exported.precision,
+        "opset": max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0),
+    }
+    return info
+
+
+def model_info(path: Path) -> dict:
+    """A JSON-safe description of a weights file (or, for .onnx, of an exported model)."""
+    if path.suffix.lower() == ".onnx":
+        return onnx_info(path)
+    if path.suffix.lower() in (".engine", ".plan"):
+        from engine.runtime.detector import EngineError
+
+        raise EngineError(
+            f"{path}: a TensorRT engine; `info` reads the .onnx it was built from or the "
+            ".safetensors weights"
+        )
+    from training.model import count_macs, count_parameters
+    from training.weights import load_detector
+
+    model = load_detector(path)
+    s = model.spec
+    info = _spec_info(path, s)
+    info["priors"]["maps"] = _maps(s, model.backbone.out_channels)
+    info["parameters"] = {
+        "total": count_parameters(model),
+        "backbone": count_parameters(model.backbone),
+        "head": count_parameters(model.head),
+    }
+    info["gmacs_per_image"] = round(count_macs(model) / 1e9, 3)
+    return info
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -259,14 +313,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     for m in pri["maps"]:
         ratios = "1," + ",".join(f"{a:g}" for a in m["aspect_ratios"])
         step = "-" if m["step_px"] is None else f"{m['step_px']:g}"
+        channels = "-" if m["channels"] is None else m["channels"]
         lines.append(
             f"  {m['size']:>2}x{m['size']:<2}   {m['boxes_per_cell']:>10}  {m['min_size_px']:>6g}  "
-            f"{m['max_size_px']:>6g}  {step:>4}  {ratios:<10}  {m['channels']:>8}  {m['boxes']:>5}"
+            f"{m['max_size_px']:>6g}  {step:>4}  {ratios:<10}  {channels:>8}  {m['boxes']:>5}"
         )
-    lines += [
-        f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,})",
-        f"compute       {info['gmacs_per_image']:.2f} GMAC per image",
-    ]
+    if "export" in info:  # an exported ONNX
+        e = info["export"]
+        lines += [
+            f"weights       {p['total']:,} values in the graph",
+            f"exported      NMS {e['nms']}, score >= {e['score_threshold']:g}, IoU "
+            f"{e['iou_threshold']:g}, up to {e['top_k']} detections, {e['precision']}, "
+            f"opset {e['opset']}",
+        ]
+    else:
+        lines += [
+            f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,})",
+            f"compute       {info['gmacs_per_image']:.2f} GMAC per image",
+        ]
     if info["provenance"]:
         lines.append(
             "provenance    " + ", ".join(f"{k}: {v}" for k, v in info["provenance"].items())

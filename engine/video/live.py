@@ -157,7 +157,9 @@ class LiveReader:
 
     `get(timeout)` returns (index, seconds since start, frame) for a frame not returned
     before, or None once the source has ended (or `stop()` was called). `dropped` counts
-    the frames that were replaced before anyone took them.
+    the frames that were replaced before anyone took them. `stalled` says that the source
+    ended because a read waited out the read timeout (a stream that stopped sending)
+    rather than because it closed.
     """
 
     def __init__(self, source: Source, platform: Platform | None = None) -> None:
@@ -171,6 +173,7 @@ class LiveReader:
         self._stop = threading.Event()
         self.frames_read = 0
         self.dropped = 0
+        self.stalled = False
         self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
@@ -178,8 +181,11 @@ class LiveReader:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                t_read = time.monotonic()
                 ok, frame = self.cap.read()
                 if not ok or frame is None:
+                    waited = time.monotonic() - t_read
+                    self.stalled = not self._stop.is_set() and waited >= READ_TIMEOUT_MS / 2000
                     break
                 t = time.monotonic() - self.t0
                 with self._cond:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.runtime.detector import Detections, Detector, EngineError
+from engine.video import live as live_module
 from engine.video.files import FileReader
 from engine.video.live import LiveReader
 from engine.video.options import FramePacket, InputResult, VideoOptions, frame_range, output_paths
@@ -380,7 +381,15 @@ class VideoProcessor:
             self._pipeline(next_item, abort, sink, log, stage, res, figures)
             res.dropped = live.dropped
             if ended and res.status == "ok":
-                res.notes.append(f"the source ended after {live.frames_read} frames")
+                if live.stalled:  # outputs are finalized; the run did not get what it wanted
+                    res.status = "incomplete"
+                    waited = live_module.READ_TIMEOUT_MS / 1000
+                    res.message = (
+                        f"the stream stalled: no frame for {waited:g} s after "
+                        f"{live.frames_read} frames; what came is processed"
+                    )
+                else:
+                    res.notes.append(f"the source ended after {live.frames_read} frames")
         finally:
             live.stop()
 

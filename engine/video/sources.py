@@ -177,7 +177,10 @@ def file_uri_path(spec: str) -> str | None:
 
 def parse_source(spec: str) -> Source | None:
     """A camera (index, /dev/videoN, v4l2://, csi://), a stream URL or a GStreamer pipeline
-    as a Source; None for anything else (a path). A malformed camera URI is an EngineError."""
+    as a Source; None for anything else (a path). A malformed camera URI is an EngineError.
+    A regular file that exists is a path whatever its name ("a ! b.mp4", "0")."""
+    if os.path.isfile(spec):
+        return None
     if spec.isdigit():
         return Source("camera", int(spec), f"camera {spec}", f"camera{spec}", device="index")
     m = _V4L2_DEVICE.match(spec)

@@ -393,6 +393,59 @@ def test_stream_url_credentials_never_appear_and_drops_are_counted(model, http_s
     assert entry["frames"] + entry["dropped"] == 377
 
 
+@pytest.mark.parametrize("stall", [True, False])
+def test_a_stream_that_stalls_midway_ends_incomplete_and_says_so(
+    model, videos, tmp_path, capsys, monkeypatch, stall
+):
+    """An IP camera's MJPEG stream (multipart/x-mixed-replace) sends 40 frames of a real
+    clip, then nothing with the connection left open: the run ends INCOMPLETE with exit 1
+    and says the stream stalled, outputs finalized. A stream that closes ends as before."""
+    import engine.video.live as live
+
+    monkeypatch.setattr(live, "READ_TIMEOUT_MS", 2000)  # (10 s in use) keeps the test short
+    cap = cv2.VideoCapture(str(videos / "vtest.avi"))
+    jpegs = [cv2.imencode(".jpg", cap.read()[1])[1].tobytes() for _ in range(40)]
+    cap.release()
+    release = threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs:
+                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                self.wfile.write(head % len(jpeg) + jpeg + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.05)
+            if stall:
+                release.wait(30)  # silence, the connection left open
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+        rc = run(url, "-m", model, "-o", tmp_path, "--no-video")
+    finally:
+        release.set()
+        server.shutdown()
+    out = capsys.readouterr().out
+    (entry,) = json.loads((tmp_path / "summary.json").read_text())["inputs"]
+    assert 0 < entry["frames"] <= 40
+    assert len(read_log(tmp_path / "http-127.0.0.1-cam.jsonl")) == entry["frames"]
+    if stall:
+        assert rc == 1
+        assert "INCOMPLETE: the stream stalled: no frame for 2 s after 40 frames" in out
+        assert entry["status"] == "incomplete"
+    else:
+        assert rc == 0
+        assert "note: the source ended after 40 frames" in out
+        assert entry["status"] == "ok"
+
+
 def test_an_unreachable_stream_is_a_clear_error_without_the_password(model, tmp_path, capsys):
     rc = run("rtsp://admin:hunter2@127.0.0.1:9/cam", "-m", model, "-o", tmp_path)
     assert rc == 1
@@ -495,3 +548,14 @@ def test_the_video_command_runs_without_torch(model, videos, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert count_frames(tmp_path / "car-detection.mp4")[0] == 13
+
+
+def test_an_existing_file_is_a_file_even_with_a_pipeline_like_name(model, videos, tmp_path):
+    """ " ! " marks a GStreamer pipeline, unless a file of that name exists."""
+    odd = tmp_path / "in" / "cam ! night.avi"
+    odd.parent.mkdir()
+    odd.symlink_to(videos / "vtest.avi")
+    assert run(odd, "-m", model, "-o", tmp_path / "out", "--end", 1, "--no-video") == 0
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"]
+    assert entry["status"] == "ok"
+    assert entry["frames"] == 10
