@@ -56,8 +56,12 @@ def set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), None))
 
 
-def save_checkpoint(path: Path, spec, cfg: TrainConfig, model, optimizer, scaler, position) -> None:
-    """Writes the run's state; position = (epoch, step in the epoch, global step, best mAP)."""
+def save_checkpoint(
+    path: Path, spec, cfg: TrainConfig, model, optimizer, scaler, position, totals=None
+) -> None:
+    """Writes the run's state; position = (epoch, step in the epoch, global step, best mAP),
+    totals = the run's figures so far ({name: number}: seconds, images, ...). A failed
+    write (a full disk) is a TrainingError; the previous checkpoint is kept."""
     epoch, step_in_epoch, global_step, best = position
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -71,15 +75,25 @@ def save_checkpoint(path: Path, spec, cfg: TrainConfig, model, optimizer, scaler
         "global_step": global_step,
         "best_map": best,
         "rng": rng_state(),
+        "totals": {k: float(v) for k, v in (totals or {}).items()},
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        # torch's message ends with what failed ("... file write failed")
+        reason = reason.strip().splitlines()[-1] if reason.strip() else type(e).__name__
+        raise TrainingError(
+            f"{path}: the checkpoint could not be written ({reason}); the previous one is kept"
+        ) from None
 
 
 def load_checkpoint(
     path: Path, spec, cfg: TrainConfig, model, optimizer, scaler
-) -> tuple[int, int, int, float]:
+) -> tuple[int, int, int, float, dict]:
     """Restores a run's state into model, optimizer, scaler and the random generators;
-    returns (epoch, step in the epoch, global step, best mAP). TrainingError when the file
+    returns (epoch, step in the epoch, global step, best mAP, the run's totals so far, {}
+    for checkpoints written before they were kept). TrainingError when the file
     is missing or unreadable, or belongs to another model or other fixed options."""
     if not path.is_file():
         raise TrainingError(f"nothing to resume: {path} does not exist")
@@ -99,7 +113,9 @@ def load_checkpoint(
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"]
+    totals = {k: float(v) for k, v in state.get("totals", {}).items()}
+    position = (state["epoch"], state["step_in_epoch"], state["global_step"], state["best_map"])
+    return (*position, totals)
 
 
 def check_resumed_config(path: Path, saved: dict, cfg: TrainConfig) -> None:

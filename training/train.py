@@ -274,6 +274,7 @@ class Trainer:
                 self.optimizer,
                 self.scaler,
                 (epoch, step_in_epoch, global_step, best),
+                self._totals_now(),
             )
             self._last_checkpoint_time = time.monotonic()
 
@@ -297,12 +298,17 @@ class Trainer:
         self._build()
         cfg = self.cfg
         epoch, start_step, global_step, best = 0, 0, 0, -1.0
+        # Totals over the whole run, resumed parts included (summary.json covers them all).
+        self._totals = {"seconds": 0.0, "images": 0, "step_seconds": 0.0, "wait_seconds": 0.0}
         if self.resume:
-            epoch, start_step, global_step, best = load_checkpoint(
+            epoch, start_step, global_step, best, totals = load_checkpoint(
                 self.out / "last.ckpt", self.spec, self.cfg, self.model, self.optimizer, self.scaler
             )
+            self._totals.update(totals)
             if start_step >= self.steps_per_epoch:
                 epoch, start_step = epoch + 1, 0
+            if epoch >= cfg.epochs:
+                return self._finished_already()
             self._log(
                 f"resumed from {self.out / 'last.ckpt'}: epoch {epoch + 1}, step {start_step}"
             )
@@ -315,9 +321,8 @@ class Trainer:
         log = open(self.out / "log.jsonl", "a", encoding="utf-8") if self.main else None  # noqa: SIM115
         self._last_checkpoint_time = time.monotonic()
         recent: list[float] = []
-        t_start = time.monotonic()
-        images_seen = 0
-        wait_total = step_total = 0.0
+        self._t_start, self._seconds_before = time.monotonic(), self._totals["seconds"]
+        totals = self._totals
         last_eval: dict | None = None
         old_handlers = self._install_signal_handlers()
         self.model.train()
@@ -354,9 +359,9 @@ class Trainer:
                     t_wait = time.perf_counter()
                     dt = t_wait - t0 + wait
                     n = len(images) * self.world
-                    images_seen += n
-                    wait_total += wait
-                    step_total += dt
+                    totals["images"] += n
+                    totals["wait_seconds"] += wait
+                    totals["step_seconds"] += dt
                     record = {
                         "epoch": epoch + 1,
                         "step": step,
@@ -375,7 +380,7 @@ class Trainer:
                         loc=f"{parts['loc']:.3f}",
                         conf=f"{parts['conf']:.3f}",
                         lr=f"{lr:.2e}",
-                        img_s=f"{images_seen / max(step_total, 1e-9):.1f}",
+                        img_s=f"{totals['images'] / max(totals['step_seconds'], 1e-9):.1f}",
                         refresh=False,
                     )
                     bar.update(1)
@@ -429,13 +434,13 @@ class Trainer:
                 writer.close()
         if self.main:
             save_detector(self.model, self.out / "last.safetensors")
-        elapsed = time.monotonic() - t_start
+        totals = self._totals_now()
         summary = {
             "epochs": cfg.epochs,
             "steps": global_step,
-            "train_seconds": round(elapsed, 1),
-            "images_per_s": round(images_seen / max(step_total, 1e-9), 2),
-            "data_wait_share": round(wait_total / max(step_total, 1e-9), 4),
+            "train_seconds": round(totals["seconds"], 1),  # every part of a resumed run
+            "images_per_s": round(totals["images"] / max(totals["step_seconds"], 1e-9), 2),
+            "data_wait_share": round(totals["wait_seconds"] / max(totals["step_seconds"], 1e-9), 4),
             "best_ap50": None if best < 0 else round(best, 4),
             "last_eval": last_eval,
             "weights": str(self.out / "last.safetensors"),
@@ -445,6 +450,26 @@ class Trainer:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         self._barrier()
         return summary
+
+    def _totals_now(self) -> dict:
+        """The run's totals so far: seconds, images, step and data-wait seconds."""
+        elapsed = time.monotonic() - self._t_start if hasattr(self, "_t_start") else 0.0
+        return {**self._totals, "seconds": self._seconds_before + elapsed}
+
+    def _finished_already(self) -> dict:
+        """--resume of a run that has done all its epochs: says so and changes nothing
+        (the weights file is written if a kill came between the last checkpoint and it)."""
+        from training.weights import save_detector
+
+        last = self.out / "last.safetensors"
+        if self.main and not last.is_file():
+            save_detector(self.model, last)
+        self._log(
+            f"{self.out}: this run has already done its {self.cfg.epochs} epochs; nothing to "
+            f"resume (its weights: {last}; give a larger --epochs to train on)"
+        )
+        summary = self.out / "summary.json"
+        return json.loads(summary.read_text()) if summary.is_file() else {"weights": str(last)}
 
     def _step(self, images, boxes, labels, valid, encode_targets, indices=None) -> dict:
         dev = self.device

@@ -30,7 +30,10 @@ def save_detector(model: SSD, path: str | Path) -> Path:
         "format_version": FORMAT_VERSION,
         "spec": model.spec.to_json(),
     }
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    try:
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    except SafetensorError as e:  # safetensors' own error for a failed write (a full disk)
+        raise WeightsError(f"{path}: the weights could not be written ({e})") from None
     return Path(path)
 
 

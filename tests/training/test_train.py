@@ -70,12 +70,36 @@ def test_resume_after_an_interruption_continues_exactly(shared_data, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg_b, on_step=interrupt_after_four, quiet=True).run()
+    first_part = torch.load(tmp_path / "b" / "run" / "last.ckpt", weights_only=True)["totals"]
+    assert first_part["images"] == 8  # 4 steps of 2 images
     after = []
-    Trainer(cfg_b, resume=True, on_step=lambda r: after.append(r["loss"]), quiet=True).run()
+    summary = Trainer(
+        cfg_b, resume=True, on_step=lambda r: after.append(r["loss"]), quiet=True
+    ).run()
     assert before == uninterrupted[:4]
     assert len(after) == 2
     assert after[0] == pytest.approx(uninterrupted[4], rel=1e-5)
     assert after[1] == pytest.approx(uninterrupted[5], rel=1e-5)
+    # the summary covers the whole run, both parts
+    assert summary["train_seconds"] >= round(first_part["seconds"], 1)
+    assert summary["images_per_s"] == pytest.approx(
+        12
+        / torch.load(tmp_path / "b" / "run" / "last.ckpt", weights_only=True)["totals"][
+            "step_seconds"
+        ],
+        rel=0.02,
+    )
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(shared_data, tmp_path, capsys):
+    cfg = config(shared_data, tmp_path, n=2, epochs=1)
+    Trainer(cfg, quiet=True).run()
+    run = Path(cfg.output)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    summary = Trainer(cfg, resume=True).run()
+    assert "has already done its 1 epochs; nothing to resume" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert summary == json.loads(before["summary.json"])
 
 
 def test_a_diverging_run_stops_with_a_clear_message(shared_data, tmp_path):
@@ -463,3 +487,40 @@ def test_runs_of_the_removed_class_prior_are_refused_clearly(shared_data, tmp_pa
     save_file(tensors, str(tmp_path / "prior.safetensors"), metadata=meta)
     with pytest.raises(WeightsError, match="prior.safetensors: a model with the ImageNet class"):
         load_detector(tmp_path / "prior.safetensors")
+
+
+def test_a_full_disk_at_a_later_checkpoint_is_one_line_and_keeps_the_last_one(
+    shared_data, tmp_path, capsys, monkeypatch
+):
+    """torch.save reports a full disk as a RuntimeError from its zip writer: the second
+    checkpoint's failure is a one-line error (exit 1), and the first checkpoint stays."""
+    import main
+    import training.checkpoint as ckpt
+
+    real_save, calls = torch.save, []
+
+    def full_disk_on_the_second(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\n"
+                "PytorchStreamWriter failed writing file data/0: file write failed"
+            )
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk_on_the_second)
+    split = tiny_split(shared_data, tmp_path, 2)
+    out = tmp_path / "run"
+    args = [str(a) for a in train_args(shared_data, split, out, epochs=2, batch=2)]
+    assert main.main([*args, "--eval-every", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: {out / 'last.ckpt'}: the checkpoint could not be written (PytorchStreamWriter "
+        "failed writing file data/0: file write failed); the previous one is kept"
+    )
+    kept = torch.load(out / "last.ckpt", weights_only=True)
+    assert kept["epoch"] == 1  # the first epoch's checkpoint
+    assert not list(out.glob(".*partial*"))
