@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,31 @@ def test_the_listed_checkpoint_kinds_are_the_importers():
     from training.importers import KINDS
 
     assert list(KINDS) == CHECKPOINT_KINDS
+
+
+def test_export_never_replaces_the_shipped_onnx_and_checks_its_folder_first(
+    tmp_path, monkeypatch, capsys
+):
+    from engine.runtime.models import DEFAULT_ONNX, DEFAULT_WEIGHTS
+    from training.fileio import current_umask, sha256_file
+
+    if not (DEFAULT_WEIGHTS.is_file() and DEFAULT_ONNX.is_file()):
+        pytest.skip("the shipped model is missing")
+    shipped = sha256_file(DEFAULT_ONNX)
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["export", str(DEFAULT_WEIGHTS)]) == 0
+    out = capsys.readouterr().out
+    written = Path("runs/export") / f"{DEFAULT_WEIGHTS.stem}.onnx"
+    assert written.is_file()
+    assert sha256_file(DEFAULT_ONNX) == shipped  # the tracked asset is untouched
+    assert f"exporting to {written}" in out
+    assert f"next: python main.py video VIDEO -m {written}" in out
+    assert oct(written.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    # an output folder that cannot be made is refused before exporting (in well under
+    # the seconds an export takes)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    t0 = time.perf_counter()
+    assert main.main(["export", str(DEFAULT_WEIGHTS), "-o", str(blocker / "m.onnx")]) == 1
+    assert time.perf_counter() - t0 < 1.0
+    assert capsys.readouterr().err.startswith(f"error: output folder {blocker} is a file")

@@ -159,6 +159,25 @@ class DetectionData:
         return "\n".join(lines)
 
 
+def truncated(path: Path) -> bool:
+    """Whether a JPEG or PNG file stops before its end marker (a cut-off download or copy:
+    OpenCV decodes the rest as grey without an error). Other formats are not checked."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except OSError:
+        return False  # unreadable files are reported when they are read
+    if head[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in tail
+    if head == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in tail[-64:]
+    return False
+
+
 class _Builder:
     """Collects samples, checking each box, and keeps the problems."""
 
@@ -205,10 +224,14 @@ class _Builder:
         if not image.is_file():
             self.problems.append(Problem(file, f"image not found: {image}"))
             return
+        if truncated(image):
+            self.problems.append(Problem(file, f"truncated image (its data ends early): {image}"))
+            return
         if not normalized and (width <= 0 or height <= 0):
             self.problems.append(Problem(file, f"invalid image size {width}x{height}"))
             return
         keep_boxes, keep_labels, keep_diff = [], [], []
+        problems_before = len(self.problems)
         for k, (box, lab, diff) in enumerate(zip(boxes, names_or_labels, difficult)):
             label = self.label(lab, file) if isinstance(lab, str) else lab
             if label is None:
@@ -229,6 +252,11 @@ class _Builder:
             keep_boxes.append(b)
             keep_labels.append(label)
             keep_diff.append(bool(diff))
+        if not keep_boxes and len(self.problems) > problems_before:
+            # Its objects are there but their boxes are broken: as an image without objects
+            # it would teach (and score) them as background.
+            self.problems.append(Problem(file, "every box is broken: the image is left out"))
+            return
         self.samples.append(
             Sample(
                 image=image,

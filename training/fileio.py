@@ -52,19 +52,25 @@ def unique_partial_path(final: str | Path) -> Path:
     return Path(tmp)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask: from /proc on Linux (nothing changed), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-_UMASK = _umask()  # read once: os.umask can only be read by setting it
-
-
 def finalize(tmp: str | Path, final: str | Path) -> Path:
     """Renames a finished temporary file over `final`, readable as any new file of the
     user would be (0o666 less the umask; mkstemp makes files 0600)."""
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, final)
     return Path(final)
 

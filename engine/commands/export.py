@@ -17,7 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "corners), scores and classes, K rows each. Class names go into its metadata.",
     )
     p.add_argument("weights", type=Path, help=".safetensors weights file")
-    p.add_argument("-o", "--output", type=Path, help="ONNX file (default: beside the weights)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="ONNX file (default: beside the weights; runs/export/ for the shipped model)",
+    )
     p.add_argument(
         "--nms",
         choices=["onnx", "efficientnms"],
@@ -89,12 +94,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_build)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from engine.export.onnx_export import export_weights
+def export_output(weights: Path, output: Path | None, tail: str, fp16: bool) -> Path:
+    """Where `export` writes: -o, else beside the weights as WEIGHTS[_efficientnms][_fp16]
+    .onnx; a shipped model (assets/models) exports into runs/export/ instead, so its tracked
+    ONNX is never replaced without an explicit -o."""
+    from engine.runtime.models import MODELS_DIR
 
+    if output is not None:
+        return output
+    name = weights.stem + ("" if tail == "onnx" else "_efficientnms") + ("_fp16" if fp16 else "")
+    folder = weights.parent
+    if folder.resolve() == MODELS_DIR.resolve():
+        folder = Path("runs") / "export"
+    return folder / f"{name}.onnx"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.commands.video import check_output_dir
+    from engine.export.onnx_export import export_weights
+    from engine.runtime.detector import EngineError
+
+    if not args.weights.is_file():
+        raise EngineError(f"weights file not found: {args.weights}")
+    out = export_output(args.weights, args.output, args.nms, args.fp16)
+    if out.is_dir():
+        raise EngineError(f"{out} is a folder; give the ONNX file's name with -o")
+    check_output_dir(out.parent)  # before the export, not after it
+    if args.output is None and out.parent != args.weights.parent:
+        print(f"note: {args.weights.parent} holds the shipped model; exporting to {out}")
     out = export_weights(
         args.weights,
-        args.output,
+        out,
         tail=args.nms,
         top_k=args.top_k,
         score_threshold=args.score_threshold,
@@ -105,6 +135,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, NMS tail {args.nms}"
         f"{', fp16' if args.fp16 else ''})"
     )
+    if args.nms == "onnx":
+        print(f"next: python main.py video VIDEO -m {out}   (or: python main.py build {out})")
+    else:
+        print(f"next: python main.py build {out}   (the EfficientNMS tail runs in TensorRT only)")
     return 0
 
 

@@ -114,6 +114,29 @@ def test_unreadable_images_are_skipped_with_their_name(tmp_path):
     assert any(p.file.endswith("000002.jpg") and "unreadable" in p.reason for p in data.problems)
 
 
+def test_truncated_images_and_images_whose_every_box_is_broken_are_left_out(tmp_path, shared_data):
+    """A cut-off JPEG decodes (grey below the cut) without an error: it is listed and left
+    out, not trained on. An image whose only boxes are broken is left out too: kept, it
+    would be trained on and scored as an image without objects."""
+    root = _write_devkit(tmp_path / "VOCdevkit")
+    real = sorted((shared_data / "raccoon").rglob("*.jpg"))[0].read_bytes()
+    (root / "VOC2007/JPEGImages/000001.jpg").write_bytes(real[: len(real) // 2])
+    assert cv2.imread(str(root / "VOC2007/JPEGImages/000001.jpg")) is not None  # silently grey
+    year = root / "VOC2007"
+    cv2.imwrite(str(year / "JPEGImages/000005.jpg"), np.full((80, 100, 3), 90, np.uint8))
+    (year / "Annotations/000005.xml").write_text(
+        "<annotation><filename>000005.jpg</filename><size><width>100</width><height>80"
+        "</height></size><object><name>dog</name><bndbox><xmin>150</xmin><ymin>10</ymin>"
+        "<xmax>190</xmax><ymax>40</ymax></bndbox></object></annotation>"
+    )
+    (year / "ImageSets/Main/trainval.txt").write_text("000001\n000002\n000003\n000005\n")
+    data = load_dataset(root, "trainval", ["cat", "dog", "person"])
+    assert [s.image.stem for s in data.samples] == ["000002", "000003"]
+    reasons = {Path(p.file).stem: p.reason for p in data.problems}
+    assert reasons["000001"].startswith("truncated image (its data ends early)")
+    assert reasons["000005"] == "every box is broken: the image is left out"
+
+
 def test_nothing_usable_is_a_clear_error(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "a.xml").write_text("<annotation><filename>a.jpg</filename>")
