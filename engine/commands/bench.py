@@ -100,9 +100,10 @@ def run_bench(
     batch: int = 8,
     device: str = "auto",
     onnx_for_weights: Path | None = None,
+    say=lambda text: None,
 ) -> dict:
     """Runs each backend on `model` (a .safetensors file is exported to ONNX for the non-torch
-    backends, or `onnx_for_weights` is used)."""
+    backends, or `onnx_for_weights` is used). `say(text)` reports each step as it starts."""
     import cv2
     import numpy as np
 
@@ -125,7 +126,8 @@ def run_bench(
         "video": str(video) if video else None,
         "backends": {},
     }
-    for name in backends:
+    for i, name in enumerate(backends, 1):
+        say(f"[{i}/{len(backends)}] {name}: opening the model")
         path = model
         backend, options = name, {}
         if name == "torch-nchw":  # plain eager PyTorch, default memory layout
@@ -142,8 +144,10 @@ def run_bench(
             results["backends"][name] = {"error": str(e)}
             continue
         with det:
+            say(f"[{i}/{len(backends)}] {name}: {runs} timed runs at batch 1 and {batch}")
             r = {"device": det.describe(), "backend": backend_only(det, first, runs, warmup, batch)}
             if video is not None:
+                say(f"[{i}/{len(backends)}] {name}: end to end, {frames} frames of {video.name}")
                 r["end_to_end"] = end_to_end(det, video, frames)
                 r["end_to_end"]["ratio_to_backend"] = round(
                     r["end_to_end"]["fps"] / r["backend"]["fps"], 3
@@ -251,8 +255,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backends = [
             b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
         ]
+    import sys
+
+    def say(text: str) -> None:  # progress on stderr: the table is the output
+        print(f"bench {text}", file=sys.stderr, flush=True)
+
     results = run_bench(
-        args.model, backends, video, args.frames, args.runs, batch=args.batch, device=args.device
+        args.model,
+        backends,
+        video,
+        args.frames,
+        args.runs,
+        batch=args.batch,
+        device=args.device,
+        say=say,
     )
     print(format_table(results))
     if all("error" in r for r in results["backends"].values()):

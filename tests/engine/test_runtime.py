@@ -162,6 +162,8 @@ def test_export_build_and_bench_commands(model_files, tmp_path, shared_data):
     video = shared_data / "videos" / "vtest.avi"
     r = run_main("bench", out, "--video", video, "--frames", "10", "--runs", "5", "--json", res)
     assert r.returncode == 0, r.stderr
+    assert "bench [1/" in r.stderr  # progress while it measures (it prints the table last)
+    assert "end to end, 10 frames of vtest.avi" in r.stderr
     data = json.loads(res.read_text())
     ort_result = data["backends"]["onnxruntime"]
     assert ort_result["end_to_end"]["frames"] == 10

@@ -559,3 +559,20 @@ def test_an_existing_file_is_a_file_even_with_a_pipeline_like_name(model, videos
     (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"]
     assert entry["status"] == "ok"
     assert entry["frames"] == 10
+
+
+def test_two_runs_into_one_folder_at_once_both_finish_with_playable_outputs(
+    model, videos, tmp_path
+):
+    """Each run writes under temporary names of its own (they used to share one, and the
+    second run's video could not be finalized)."""
+    args = (videos / "vtest.avi", "-m", model, "-o", tmp_path, "--end", 2, "--codec", "mp4v")
+    procs = [start_cli(*args) for _ in range(2)]
+    results = [p.communicate(timeout=180) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    n, _, _, _ = count_frames(tmp_path / "vtest.mp4")
+    assert n == 20
+    assert len(read_log(tmp_path / "vtest.jsonl")) == 20
+    assert json.loads((tmp_path / "summary.json").read_text())["inputs"][0]["status"] == "ok"
+    assert not list(tmp_path.glob(".*partial*"))
