@@ -52,6 +52,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
             "no display: run it on a desktop, over ssh -X, or under Xvfb (xvfb-run -a "
             "python main.py gui ...)"
         )
+    if platform in ("", "xcb") and sys.platform.startswith("linux"):
+        from app.qt_check import missing_message, missing_xcb_libraries
+
+        missing = missing_xcb_libraries()  # before Qt loads: it would abort (exit 134)
+        if missing:
+            raise EngineError(missing_message(missing))
     try:
         from PyQt5.QtWidgets import QApplication
     except ImportError:

@@ -569,7 +569,7 @@ def test_two_runs_into_one_folder_at_once_both_finish_with_playable_outputs(
     args = (videos / "vtest.avi", "-m", model, "-o", tmp_path, "--end", 2, "--codec", "mp4v")
     procs = [start_cli(*args) for _ in range(2)]
     results = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err
     n, _, _, _ = count_frames(tmp_path / "vtest.mp4")
     assert n == 20
