@@ -6,6 +6,7 @@
     train     train, eval
     export    export, build
     video     video
+    detect    detect (images too; videos and live sources as `video`)
     bench     bench
     system    system
     demo      demo
@@ -23,7 +24,7 @@ import argparse
 def register_all(sub: argparse._SubParsersAction, gui=None) -> None:
     """Adds every command to main.py's subparsers in --help order; `gui` registers the
     GUI's command (app.command.register) in its place."""
-    from engine.commands import bench, demo, export, model, system, train, video
+    from engine.commands import bench, demo, detect, export, model, system, train, video
 
     for register in (
         model.register,
@@ -31,6 +32,7 @@ def register_all(sub: argparse._SubParsersAction, gui=None) -> None:
         export.register,
         bench.register,
         video.register,
+        detect.register,
         gui,
         system.register,
         demo.register,

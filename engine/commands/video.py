@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "processed), 130/143 after Ctrl-C/SIGTERM.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders, globs, 0, URLs")
+    add_options(p, DEFAULT_OUTPUT)
+    p.set_defaults(func=cmd_video)
+
+
+def add_options(p: argparse.ArgumentParser, default_output: Path) -> None:
+    """The options `video` and `detect` share."""
     p.add_argument(
         "-m",
         "--model",
@@ -54,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         type=Path,
-        default=DEFAULT_OUTPUT,
-        help=f"output folder (default {DEFAULT_OUTPUT}); files of a searched folder keep "
+        default=default_output,
+        help=f"output folder (default {default_output}); files of a searched folder keep "
         "their sub-folders; existing outputs are replaced, inputs never",
     )
     p.add_argument(
@@ -132,7 +138,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they need a terminal)"
     )
-    p.set_defaults(func=cmd_video)
 
 
 def open_model(args: argparse.Namespace):
@@ -214,6 +219,9 @@ def _probe_total(sources, opts) -> int:
     for s in sources:
         if s.live:
             return 0
+        if s.kind == "image":
+            total += 1
+            continue
         try:
             reader = FileReader(s.target)
         except EngineError:
@@ -258,6 +266,11 @@ class _Bars:
 
         return Pair()
 
+    def step(self) -> None:
+        """One still image done (it has no bar of its own)."""
+        if self.overall is not None:
+            self.overall.update(1)
+
     def write(self, text: str) -> None:
         self.tqdm.write(text)
 
@@ -280,22 +293,35 @@ def _describe(res) -> str:
     return ", ".join(parts)
 
 
+def _describe_image(res) -> str:
+    dets = sum(res.detections.values())
+    top = ", ".join(f"{k} {v}" for k, v in list(res.detections.items())[:5])
+    more = " ..." if len(res.detections) > 5 else ""
+    found = f"{dets} detections" + (f" ({top}{more})" if dets else "")
+    return f"{found} in {res.seconds * 1000:.0f} ms"
+
+
 def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
     from collections import Counter
 
     ok = sum(r.status == "ok" for r in results)
     frames = sum(r.frames for r in results)
+    images = sum(r.frames for r in results if r.kind == "image")
+    counted = (
+        f"{images} images" if images == frames else f"{frames} frames"
+        if not images else f"{images} images and {frames - images} video frames"
+    )  # fmt: skip
     lines = [
         f"summary: {len(results)} input{'s' * (len(results) != 1)}, {ok} complete; "
-        f"{frames} frames in {seconds:.1f} s ({frames / seconds if seconds else 0:.1f} FPS "
-        "overall, model loading excluded)"
+        f"{counted} in {seconds:.1f} s ({frames / seconds if seconds else 0:.1f} "
+        f"{'per second' if images else 'FPS'} overall, model loading excluded)"
     ]
     counts: Counter = Counter()
     for r in results:
         counts.update(r.detections)
     if counts:
         lines.append("detections: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
-    weights = [(r.stage_ms, r.frames) for r in results if r.frames]
+    weights = [(r.stage_ms, r.frames) for r in results if r.frames and r.stage_ms]
     if weights:
         total = sum(w for _, w in weights)
         from engine.video.pipeline import STAGES
@@ -317,22 +343,29 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    return run_inputs(args, images=False)
+
+
+def run_inputs(args: argparse.Namespace, images: bool) -> int:
+    """`video` (images=False) and `detect` (images=True: still images are inputs too)."""
     from engine.runtime.detector import EngineError
     from engine.video.filters import DetectionFilter
+    from engine.video.images import ImageRun
     from engine.video.pipeline import InputResult, VideoOptions, VideoProcessor, output_paths
     from engine.video.sources import resolve_inputs
     from engine.video.writers import resolve_codec
 
     if args.end is not None and args.end <= args.start:
         raise EngineError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
-    sources, problems = resolve_inputs(args.inputs, exclude=args.output)
+    sources, problems = resolve_inputs(args.inputs, exclude=args.output, images=images)
     for prob in problems:
         print(f"error: {prob.display}: {prob.message}", file=sys.stderr)
     if not sources:
         raise EngineError("no input to process")
     out_dir: Path = args.output
     check_output_dir(out_dir)
-    codec, note = (None, None) if args.no_video else resolve_codec(args.codec)
+    videos = [s for s in sources if s.kind != "image"]
+    codec, note = (None, None) if args.no_video or not videos else resolve_codec(args.codec)
     if note:
         print(f"note: {note}")
     det = open_model(args)
@@ -356,6 +389,15 @@ def cmd_video(args: argparse.Namespace) -> int:
         )
         print(f"model {args.model} on {det.describe()}; {len(sources)} input(s) -> {out_dir}")
         plans = output_paths(sources, out_dir, opts)
+        pictures = ImageRun(
+            det,
+            out_dir,
+            opts.filter,
+            write_images=not args.no_video,
+            save_txt=getattr(args, "save_txt", False),
+            save_conf=getattr(args, "save_conf", False),
+            coco_json=getattr(args, "coco_json", False),
+        )
         bars = None
         if not args.no_progress and sys.stderr.isatty():
             bars = _Bars(len(sources), _probe_total(sources, opts))
@@ -371,13 +413,18 @@ def cmd_video(args: argparse.Namespace) -> int:
                         continue
                     if isinstance(plan, str):
                         res = InputResult(src.display, "failed", plan)
+                    elif src.kind == "image":
+                        res = pictures.process(src, plan)
+                        if bars:
+                            bars.step()
                     else:
                         res = proc.process(src, plan)
                     results.append(res)
                     head = f"[{i}/{len(sources)}] {src.display}:"
                     if res.frames:
                         outs = ", ".join(res.outputs.values())
-                        say(f"{head} {_describe(res)} -> {outs}")
+                        what = _describe_image(res) if src.kind == "image" else _describe(res)
+                        say(f"{head} {what}" + (f" -> {outs}" if outs else ""))
                     for n in res.notes:
                         say(f"{head} note: {n}")
                     if res.status != "ok":
@@ -385,6 +432,7 @@ def cmd_video(args: argparse.Namespace) -> int:
             finally:
                 if bars:
                     bars.close()
+                run_outputs = pictures.close()
         seconds = time.perf_counter() - t0
         for prob in problems:
             results.append(InputResult(prob.display, "failed", prob.message))
@@ -395,6 +443,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                 "model": str(args.model),
                 "backend": det.describe(),
                 "seconds": round(seconds, 3),
+                "outputs": run_outputs,
                 "options": {
                     "score_threshold": args.score_threshold,
                     "classes": _as_list(opts.filter.classes),

@@ -66,6 +66,7 @@ class InputResult:
     source: str
     status: str = "ok"
     message: str = ""
+    kind: str = "video"  # or "image" (`detect`)
     frames: int = 0  # frames written (video frames; log entries when every == 1)
     inferred: int = 0  # frames the detector ran on (= log entries)
     dropped: int = 0  # live: frames replaced by newer ones; real-time files: passed over
@@ -89,7 +90,7 @@ def output_paths(
     """Per source, its output files {video, jsonl, csv} (or an error message when one of them
     would overwrite an input). Names: OUT/[subfolder/]STEM.EXT, with -2, -3 ... appended in
     input order when two inputs share a stem."""
-    inputs = {Path(s.target).resolve() for s in sources if s.kind == "file"}
+    inputs = {Path(s.target).resolve() for s in sources if s.kind in ("file", "image")}
     used: set[Path] = set()
     plans: list[dict[str, Path] | str] = []
     for src in sources:
@@ -98,19 +99,23 @@ def output_paths(
         while (key := base.with_name(base.name + (f"-{n}" if n > 1 else ""))) in used:
             n += 1
         used.add(key)
+        if src.kind == "image":  # its annotated copy; its line goes to the run's images.jsonl
+            plan = {"image": key.with_name(key.name + Path(str(src.target)).suffix.lower())}
+            clash = [p for p in plan.values() if p.resolve() in inputs]
+            plans.append(_clash_message(clash[0]) if clash else plan)
+            continue
         plan = {"jsonl": key.with_name(key.name + ".jsonl")}
         if opts.write_video:
             plan["video"] = key.with_name(key.name + video_extension(opts.codec))
         if opts.csv:
             plan["csv"] = key.with_name(key.name + ".csv")
         clash = [p for p in plan.values() if p.resolve() in inputs]
-        if clash:
-            plans.append(
-                f"its output {clash[0]} would overwrite an input; choose another --output folder"
-            )
-        else:
-            plans.append(plan)
+        plans.append(_clash_message(clash[0]) if clash else plan)
     return plans
+
+
+def _clash_message(path: Path) -> str:
+    return f"its output {path} would overwrite an input; choose another --output folder"
 
 
 def frame_range(props, start_s: float, end_s: float | None) -> tuple[int, int | None]:

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import cv2
 
 from engine.runtime.detector import EngineError
+from training.fileio import IMAGE_EXTENSIONS, is_image
 
 # FFmpeg inside OpenCV prints decoder complaints ("error while decoding block") for damaged
 # files straight to stderr; the pipeline reports where a file stopped in one line instead.
@@ -98,11 +99,12 @@ def mask_credentials(text: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """One input. kind: 'file', 'camera' or 'stream'; target: the path, the camera index,
-    the device path (/dev/videoN), the CSI sensor id, the URL (credentials included: never
-    print it, print `display`) or the GStreamer pipeline; name: the stem of its output
-    files; subdir: where under the output folder they go (mirrors a searched folder);
-    device: for cameras 'index', 'v4l2' or 'csi', 'gstreamer' for a pipeline, else '';
+    """One input. kind: 'file' (a video file), 'image', 'camera' or 'stream'.
+    target: the path, the camera index, the device path (/dev/videoN), the CSI sensor id,
+    the URL (credentials included: never print it, print `display`) or the GStreamer
+    pipeline. name: the stem of its output files; subdir: where under the output folder
+    they go (mirrors a searched folder); device: for cameras 'index', 'v4l2' or 'csi',
+    'gstreamer' for a pipeline, else ''.
     params: the URI's (name, value) options such as ('width', 1280)."""
 
     kind: str
@@ -115,7 +117,7 @@ class Source:
 
     @property
     def live(self) -> bool:
-        return self.kind != "file"
+        return self.kind not in ("file", "image")
 
 
 @dataclass(frozen=True)
@@ -219,19 +221,21 @@ def parse_source(spec: str) -> Source | None:
 
 
 def resolve_inputs(
-    specs: list[str], exclude: Path | None = None
+    specs: list[str], exclude: Path | None = None, images: bool = False
 ) -> tuple[list[Source], list[InputProblem]]:
     """Expands the command line's inputs, in order, without duplicates.
 
     A folder gives every video file below it (by extension, sorted; hidden files and the
     folder `exclude`, the output folder, are left out), a glob (`*`, `?`, `[`, `**`) the
     files it matches; a file is taken whatever its extension (opening it tells whether it
-    is a video).
+    is a video). With `images`, still images are inputs too (kind 'image'), and folders
+    give their images and videos together.
     """
     skip = exclude.resolve() if exclude is not None else None
+    wanted = VIDEO_EXTENSIONS | (frozenset(IMAGE_EXTENSIONS) if images else frozenset())
 
     def searchable(p: Path) -> bool:
-        if p.name.startswith(".") or p.suffix.lower() not in VIDEO_EXTENSIONS:
+        if p.name.startswith(".") or p.suffix.lower() not in wanted:
             return False
         return skip is None or skip not in (p.resolve(), *p.resolve().parents)
 
@@ -240,7 +244,7 @@ def resolve_inputs(
     seen: set[str] = set()
 
     def add(src: Source) -> None:
-        if src.kind == "file":
+        if src.kind in ("file", "image"):
             key = str(Path(src.target).resolve())
         else:  # camera 0 and csi://0 are different cameras
             key = f"{src.kind}:{src.device}:{src.target}"
@@ -249,7 +253,8 @@ def resolve_inputs(
             sources.append(src)
 
     def add_file(path: Path, subdir: Path = Path()) -> None:
-        add(Source("file", str(path), str(path), path.stem, subdir))
+        kind = "image" if images and is_image(path) else "file"
+        add(Source(kind, str(path), str(path), path.stem, subdir))
 
     for spec in specs:
         try:
@@ -265,7 +270,8 @@ def resolve_inputs(
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if searchable(p) and p.is_file())
             if not found:
-                problems.append(InputProblem(spec, "no video files in this folder"))
+                what = "image or video" if images else "video"
+                problems.append(InputProblem(spec, f"no {what} files in this folder"))
             for p in found:
                 add_file(p, p.parent.relative_to(path))
         elif path.exists():
