@@ -10,7 +10,7 @@ from PyQt5.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PyQt5.QtWidgets import QSizePolicy, QWidget
 
 from engine.runtime.detector import Detections
-from engine.video.overlay import class_color
+from engine.video.overlay import class_color, place_labels
 
 
 def to_qimage(frame: np.ndarray) -> QImage:
@@ -45,7 +45,7 @@ class VideoView(QWidget):
         self.frame: np.ndarray | None = None
         self.image: QImage | None = None
         self.dets = Detections.empty()
-        self.stats_text = ""
+        self.stats_lines: list[str] = []  # the figures, one per line
         self.show_stats = False
         self.paints = 0
 
@@ -67,15 +67,16 @@ class VideoView(QWidget):
             target = fit_rect(self.image.width(), self.image.height(), self.width(), self.height())
             p.drawImage(target, self.image)
             self._paint_boxes(p, target, self.image.width() and target.width() / self.image.width())
-        if self.show_stats and self.stats_text:
-            self._paint_label(
-                p, 6, 6, self.stats_text, QColor(32, 32, 32), Qt.white, anchor_top=True
-            )
+        if self.show_stats and self.stats_lines:
+            self._paint_lines(p, self.stats_lines)
         p.end()
         self.paints += 1
 
     def _paint_boxes(self, p: QPainter, target: QRectF, scale: float) -> None:
         p.setRenderHint(QPainter.Antialiasing)
+        font = self._label_font()
+        m = QFontMetricsF(font)
+        texts, sizes, colors = [], [], []
         for box, score, cid, name in zip(
             self.dets.boxes, self.dets.scores, self.dets.class_ids, self.dets.names
         ):
@@ -88,11 +89,22 @@ class VideoView(QWidget):
             p.setPen(pen)
             p.setBrush(Qt.NoBrush)
             p.drawRect(rect)
-            self._paint_label(p, rect.x(), rect.y(), f"{name} {score:.2f}", color, Qt.black)
+            text = f"{name} {score:.2f}"
+            texts.append(text)
+            sizes.append((m.horizontalAdvance(text) + 6, m.height() + 2))
+            colors.append(color)
+        # Labels after every box, placed so that none covers another (as in the videos).
+        corners = place_labels(self.dets.boxes * scale, sizes, target.width(), target.height())
+        for text, (x, y), color in zip(texts, corners, colors):
+            self._paint_label(p, target.x() + x, target.y() + y, text, color, Qt.black, True)
 
-    def _paint_label(self, p, x, y, text, bg, fg, anchor_top=False) -> None:
+    def _label_font(self) -> QFont:
         font = QFont(self.font())
         font.setPointSizeF(max(8.0, min(14.0, self.height() / 50)))
+        return font
+
+    def _paint_label(self, p, x, y, text, bg, fg, anchor_top=False) -> None:
+        font = self._label_font()
         p.setFont(font)
         m = QFontMetricsF(font)
         w, h = m.horizontalAdvance(text) + 6, m.height() + 2
@@ -100,3 +112,15 @@ class VideoView(QWidget):
         p.fillRect(QRectF(x, top, w, h), bg)
         p.setPen(QPen(QColor(fg)))
         p.drawText(QRectF(x + 3, top, w, h), Qt.AlignVCenter | Qt.AlignLeft, text)
+
+    def _paint_lines(self, p, lines: list[str]) -> None:
+        """The figures, one per line, top left (wrapped so they stay inside the view)."""
+        font = self._label_font()
+        p.setFont(font)
+        m = QFontMetricsF(font)
+        h = m.height() + 2
+        w = max(m.horizontalAdvance(t) for t in lines) + 6
+        p.fillRect(QRectF(6, 6, w, h * len(lines)), QColor(32, 32, 32, 220))
+        p.setPen(QPen(QColor(Qt.white)))
+        for i, text in enumerate(lines):
+            p.drawText(QRectF(9, 6 + i * h, w, h), Qt.AlignVCenter | Qt.AlignLeft, text)

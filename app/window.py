@@ -38,7 +38,7 @@ from app.view import VideoView
 from app.worker import DetectionWorker, Packet, SourceInfo, source_from_text
 from engine.runtime.detector import BACKENDS, Detections, EngineError
 from engine.video.filters import DetectionFilter
-from engine.video.overlay import draw_detections
+from engine.video.overlay import draw_detections, draw_lines
 from engine.video.sources import VIDEO_EXTENSIONS, mask_credentials
 
 MODEL_FILTER = "Models (*.onnx *.engine *.plan *.safetensors);;All files (*)"
@@ -81,6 +81,13 @@ def _shipped_model() -> str:
 
 # Workers that outlived stop()'s wait, kept referenced until their thread ends.
 _RETIRING: list[tuple[DetectionWorker, QThread]] = []
+
+
+def _clock(seconds: float) -> str:
+    """'1:05' or '1:02:03'."""
+    s = int(max(0.0, seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
 def _retire(pair) -> None:
@@ -135,6 +142,13 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.status = QLabel("no source")
         self.statusBar().addWidget(self.status, 1)
+        self.rec_label = QLabel("")  # "● REC 0:12" while recording
+        self.rec_label.setStyleSheet("color:#d01818;font-weight:bold;")
+        self.statusBar().addPermanentWidget(self.rec_label)
+        self._rec_started = 0.0
+        self._rec_timer = QTimer(self)
+        self._rec_timer.setInterval(500)
+        self._rec_timer.timeout.connect(self._show_recording_time)
         self._build_controls()
         self._build_shortcuts()
         self.setAcceptDrops(True)
@@ -216,7 +230,6 @@ class MainWindow(QMainWindow):
         self.conf_slider, self.conf_label = self._slider(f, "Confidence")
         self.iou_slider, self.iou_label = self._slider(f, "NMS IoU")
         self.class_list = QListWidget()
-        self.class_list.setMaximumHeight(160)
         self.class_list.itemChanged.connect(lambda _: self._filters_changed())
         f.addRow(self.class_list)
         all_button, none_button = QPushButton("All classes"), QPushButton("None")
@@ -242,7 +255,13 @@ class MainWindow(QMainWindow):
         self.seek_slider.valueChanged.connect(
             lambda _: None if self.seek_slider.isSliderDown() else self._seek_to_slider()
         )
-        f.addRow("Seek", self.seek_slider)
+        self.seek_label = QLabel("-")  # position / length of a file
+        seek_row = QWidget()
+        h = QHBoxLayout(seek_row)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.seek_slider, 1)
+        h.addWidget(self.seek_label)
+        f.addRow("Seek", seek_row)
         self.realtime_box = QCheckBox("Files at their own frame rate")
         self.realtime_box.setToolTip(
             "Play files in real time: when the model is slower than the file, the frames it "
@@ -277,7 +296,7 @@ class MainWindow(QMainWindow):
         label.setMinimumWidth(36)
 
         def changed(v: int) -> None:
-            label.setText(f"{v / 100:.2f}")
+            label.setText(self._slider_text(slider, v))
             self._filters_changed()
 
         slider.valueChanged.connect(changed)
@@ -288,6 +307,14 @@ class MainWindow(QMainWindow):
         h.addWidget(label)
         form.addRow(name, row)
         return slider, label
+
+    def _slider_text(self, slider: QSlider, v: int) -> str:
+        """The value; for the IoU above the model's own, the model's (it cannot be undone)."""
+        info = self.info
+        iou = slider is getattr(self, "iou_slider", None)
+        if iou and info is not None and v / 100 > info.model_iou + 1e-9:
+            return f"{info.model_iou:.2f} (model)"
+        return f"{v / 100:.2f}"
 
     def _build_shortcuts(self) -> None:
         for key, slot in (
@@ -376,7 +403,7 @@ class MainWindow(QMainWindow):
         thread.started.connect(worker.run)
         worker.opened.connect(self._on_opened)
         worker.frameAvailable.connect(self._on_frame)
-        worker.failed.connect(self.show_error)
+        worker.failed.connect(self._on_failed)
         worker.message.connect(self._on_message)
         worker.recording.connect(self._on_recording)
         worker.finished.connect(thread.quit)
@@ -434,10 +461,11 @@ class MainWindow(QMainWindow):
         )
         floor = max(1, int(round(info.score_floor * 100)))
         self.conf_slider.setMinimum(floor)
-        self.iou_slider.setMaximum(max(1, int(round(info.model_iou * 100))))
         self.iou_slider.setToolTip(
-            f"the model does NMS at {info.model_iou:g}; lower values suppress more"
+            f"the model does NMS at {info.model_iou:g}; lower values suppress more, higher "
+            "ones change nothing"
         )
+        self.iou_label.setText(self._slider_text(self.iou_slider, self.iou_slider.value()))
         self.conf_slider.setToolTip(f"the model keeps scores >= {info.score_floor:g}")
         self._fill_classes(info.class_names)
         self.seek_slider.setEnabled(not info.live and info.frame_count > 0)
@@ -457,6 +485,9 @@ class MainWindow(QMainWindow):
             item.setCheckState(Qt.Checked if keep is None or name in keep else Qt.Unchecked)
             self.class_list.addItem(item)
         self.class_list.blockSignals(False)
+        rows = min(len(names), 12)  # every class of a VOC model shows without scrolling... most
+        row_h = self.class_list.sizeHintForRow(0) if names else 18
+        self.class_list.setMinimumHeight(rows * row_h + 2 * self.class_list.frameWidth())
         self._filters_changed()
 
     def _on_frame(self) -> None:
@@ -469,21 +500,39 @@ class MainWindow(QMainWindow):
         now = time.perf_counter()
         self._display_times = [t for t in self._display_times if now - t < 1.0] + [now]
         s = packet.stats
-        text = (
-            f"capture {s.get('capture_fps', 0):.1f} FPS | inference {s.get('inference_fps', 0):.1f}"
-            f" FPS, {s.get('latency_ms', 0):.1f} ms | display {self.display_fps():.1f} FPS | "
-            f"dropped {s.get('dropped', 0)} | {len(self.view.dets)} shown"
-        )
-        if "total" in s and s["total"]:
-            text += f" | frame {s['position'] + 1}/{s['total']}"
-            if not self.seek_slider.isSliderDown():
-                self.seek_slider.blockSignals(True)
-                self.seek_slider.setValue(s["position"])
-                self.seek_slider.blockSignals(False)
-        if self.recording_path:
-            text += " | ● REC"
-        self.status.setText(text)
-        self.view.stats_text = text
+        if "total" in s and s["total"] and not self.seek_slider.isSliderDown():
+            self.seek_slider.blockSignals(True)
+            self.seek_slider.setValue(s["position"])
+            self.seek_slider.blockSignals(False)
+        self._update_status()
+
+    def figures(self) -> list[str]:
+        """The live figures, one item each (the status bar joins them; the overlay, the
+        snapshots and the recordings show them as lines)."""
+        if self.packet is None:
+            return []
+        s = self.packet.stats
+        lines = [
+            f"capture {s.get('capture_fps', 0):.1f} FPS",
+            f"inference {s.get('inference_fps', 0):.1f} FPS, {s.get('latency_ms', 0):.1f} ms",
+            f"display {self.display_fps():.1f} FPS",
+            f"dropped {s.get('dropped', 0)}",
+            f"{len(self.view.dets)} shown",
+        ]
+        if s.get("total"):
+            lines.append(f"frame {s['position'] + 1}/{s['total']}")
+        return lines
+
+    def _update_status(self) -> None:
+        lines = self.figures()
+        self.status.setText(" | ".join(lines))
+        self.view.stats_lines = lines
+        if self.worker is not None:  # recordings show the figures too when the overlay does
+            self.worker.recorder.caption = lines if self.stats_box.isChecked() else None
+        s = self.packet.stats if self.packet is not None else {}
+        fps = self.info.fps if self.info is not None else 0
+        if s.get("total") and fps > 0:
+            self.seek_label.setText(f"{_clock(s['position'] / fps)} / {_clock(s['total'] / fps)}")
 
     def display_fps(self) -> float:
         t = self._display_times
@@ -495,6 +544,25 @@ class MainWindow(QMainWindow):
     def _on_recording(self, path: str) -> None:
         self.recording_path = path
         self.record_button.setChecked(bool(path))
+        self.record_button.setStyleSheet("background:#d01818;color:white;" if path else "")
+        if path:
+            self._rec_started = time.monotonic()
+            self._rec_timer.start()
+        else:
+            self._rec_timer.stop()
+        self._show_recording_time()
+
+    def _show_recording_time(self) -> None:
+        if self.recording_path:
+            secs = time.monotonic() - self._rec_started
+            self.rec_label.setText(f"● REC {_clock(secs)}")
+            self.rec_label.setToolTip(self.recording_path)
+        else:
+            self.rec_label.setText("")
+
+    def _on_failed(self, text: str) -> None:
+        self.show_error(text)
+        self.status.setText("stopped: " + mask_credentials(text).split(": ")[0])
 
     def show_error(self, text: str) -> None:
         self.error_text = mask_credentials(text)
@@ -538,6 +606,7 @@ class MainWindow(QMainWindow):
         self._push_filters()
         if self.packet is not None:
             self.view.set_detections(self.shown_detections())
+            self._update_status()  # "N shown" follows the sliders
 
     def _push_filters(self) -> None:
         if self.worker is not None:
@@ -572,8 +641,9 @@ class MainWindow(QMainWindow):
         return time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
 
     def toggle_record(self) -> None:
-        if self.worker is None:
+        if self.worker is None:  # no source (or it stopped)
             self.record_button.setChecked(False)
+            self.statusBar().showMessage("nothing to record: open a camera, a file or a URL")
             return
         if self.record_button.isChecked():
             self.worker.start_recording(self.output_dir / f"record-{self._stamp()}.mp4")
@@ -583,9 +653,14 @@ class MainWindow(QMainWindow):
     def snapshot(self) -> Path | None:
         """Saves the current frame with the boxes shown, at the frame's resolution."""
         if self.packet is None:
+            self.statusBar().showMessage(
+                "nothing to snapshot: open a camera, a file or a URL", 5000
+            )
             return None
         path = self.output_dir / f"snapshot-{self._stamp()}.png"
         image = draw_detections(self.packet.frame.copy(), self.shown_detections())
+        if self.stats_box.isChecked():  # as shown: the figures too
+            draw_lines(image, self.figures())
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(path), image)

@@ -18,29 +18,99 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
+def _overlap(a: tuple, b: tuple) -> float:
+    """Intersection area of two (x, y, w, h) rectangles."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def place_labels(
+    boxes: np.ndarray, sizes: list[tuple[float, float]], width: float, height: float
+) -> list[tuple[float, float]]:
+    """Top-left corners for the labels of boxes, so that no label covers another.
+
+    boxes: [N, 4] xyxy in pixels, in drawing order (the most confident first: it gets the
+    best place); sizes: N (label width, label height); width, height: the frame's. Each
+    label goes above its box, else inside its top edge, else below it, else inside its
+    bottom edge, whichever first is free of the labels already placed (kept in the frame);
+    when none is, the first free place further down the box; failing that, the place
+    that overlaps least. Returns N (x, y).
+    """
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for (x1, y1, _, y2), (lw, lh) in zip(np.asarray(boxes, np.float64).reshape(-1, 4), sizes):
+        x = min(max(0.0, x1), max(0.0, width - lw))
+        ys = [y1 - lh, y1, y2, y2 - lh]
+        step = y1 + lh
+        while step + lh <= min(y2, height) and len(ys) < 64:  # further down the box
+            ys.append(step)
+            step += lh
+        options = [(x, min(max(0.0, y), max(0.0, height - lh)), lw, lh) for y in ys]
+        best = next((o for o in options if all(_overlap(o, q) == 0 for q in placed)), None)
+        if best is None:
+            best = min(options, key=lambda o: sum(_overlap(o, q) for q in placed))
+        placed.append(best)
+        out.append((best[0], best[1]))
+    return out
+
+
 def draw_detections(frame: np.ndarray, dets: Detections, show_scores: bool = True) -> np.ndarray:
-    """Draws boxes and labels on `frame` in place (BGR uint8) and returns it."""
+    """Draws boxes, then their labels (placed so that none covers another: place_labels),
+    on `frame` in place (BGR uint8) and returns it."""
     h, w = frame.shape[:2]
     scale = max(h, w) / 1000.0
     thickness = max(1, int(round(2 * scale)))
     font_scale = max(0.4, 0.6 * scale)
+    labels, sizes = [], []
     for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.names):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = class_color(int(cid))
         # Axis-aligned lines gain nothing from anti-aliasing, which costs 3x the time.
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness, cv2.LINE_8)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), class_color(int(cid)), thickness, cv2.LINE_8)
         label = f"{name} {score:.2f}" if show_scores else name
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        top = max(0, y1 - th - base - 2)
-        cv2.rectangle(frame, (x1, top), (x1 + tw + 2, top + th + base + 2), color, cv2.FILLED)
+        labels.append((label, th))
+        sizes.append((tw + 2, th + base + 2))
+    corners = place_labels(dets.boxes, sizes, w, h)
+    for (label, th), (lw, lh), (x, y), cid in zip(labels, sizes, corners, dets.class_ids):
+        x, y = int(round(x)), int(round(y))
+        cv2.rectangle(frame, (x, y), (x + lw, y + lh), class_color(int(cid)), cv2.FILLED)
         cv2.putText(
             frame,
             label,
-            (x1 + 1, top + th + 1),
+            (x + 1, y + th + 1),
             cv2.FONT_HERSHEY_SIMPLEX,
             font_scale,
             (0, 0, 0),
             max(1, thickness // 2),
+            cv2.LINE_AA,
+        )
+    return frame
+
+
+def draw_lines(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+    """Writes text lines in the top-left corner, white on a dark band, scaled with the
+    frame like the labels (the GUI's figures in snapshots and recordings); returns it."""
+    if not lines:
+        return frame
+    h, w = frame.shape[:2]
+    scale = max(h, w) / 1000.0
+    thickness = max(1, int(round(1.5 * scale)))
+    font_scale = max(0.4, 0.5 * scale)
+    pad = max(2, int(4 * scale))
+    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness) for t in lines]
+    line_h = max(th + base for (_, th), base in sizes) + pad
+    width = max(tw for (tw, _), _ in sizes) + 2 * pad
+    cv2.rectangle(frame, (0, 0), (width, line_h * len(lines) + pad), (32, 32, 32), cv2.FILLED)
+    for i, (text, ((_, th), _)) in enumerate(zip(lines, sizes)):
+        cv2.putText(
+            frame,
+            text,
+            (pad, pad + i * line_h + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (255, 255, 255),
+            thickness,
             cv2.LINE_AA,
         )
     return frame

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.runtime.detector import Detections
 from engine.video.filters import DetectionFilter
-from engine.video.overlay import draw_detections
+from engine.video.overlay import draw_detections, draw_lines
 from engine.video.writers import open_sink, resolve_codec
 
 
@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self, report: Callable[[str, str], None] = lambda path, message: None) -> None:
         self.report = report
         self.filter = DetectionFilter()  # what the recording keeps (the GUI sets it)
+        self.caption: list[str] | None = None  # lines drawn top left (the GUI's figures)
         self.fps = 30.0
         self.keep_times: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
@@ -81,6 +82,9 @@ class Recorder:
                     self._sink = open_sink(path, w, h, self.fps, codec, live=live)
                     self.report(str(path), "")
                 shown = draw_detections(frame.copy(), self.filter.apply(dets))
+                caption = self.caption
+                if caption:
+                    draw_lines(shown, caption)
                 self._sink.write(shown, seconds)
             except Exception as e:  # the recording ends, playback goes on
                 sink, self._sink = self._sink, None

@@ -290,3 +290,55 @@ def test_a_real_window_under_xvfb(detector_onnx, clip, tmp_path):
     assert shot.shape[:2] == (800, 1280)
     assert shot.std() > 20  # not blank: the video, the boxes and the controls are there
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 1000
+
+
+def test_the_polish_list_of_the_fault_run(make_window, qtbot, clip, tmp_path):
+    """No source: Record and Snapshot say why they do nothing. With a clip: the recording
+    shows a red indicator and its time, 'N shown' follows the sliders, the IoU slider does
+    not open at its end, every VOC class is listed without scrolling, the seek bar has a
+    time, and snapshots with the figures on show them."""
+    w = make_window(None)
+    w.record_button.setChecked(True)
+    w.toggle_record()
+    assert not w.record_button.isChecked()
+    assert w.statusBar().currentMessage().startswith("nothing to record")
+    assert w.snapshot() is None
+    assert w.statusBar().currentMessage().startswith("nothing to snapshot")
+
+    w.open_source(str(clip))
+    wait_frames(qtbot, w, 5)
+    assert w.iou_slider.maximum() == 100
+    assert w.iou_slider.value() < w.iou_slider.maximum()  # the model's 0.45, mid-way
+    w.iou_slider.setValue(80)
+    assert w.iou_label.text() == f"{w.info.model_iou:.2f} (model)"
+    visible_rows = w.class_list.minimumHeight() // w.class_list.sizeHintForRow(0)
+    assert visible_rows >= 12
+    assert re.fullmatch(r"\d+:\d\d / 1:\d\d", w.seek_label.text()), w.seek_label.text()
+    w.toggle_pause()
+    qtbot.wait(300)
+    w.conf_slider.setValue(100)
+    assert "| 0 shown" in w.status.text()  # at once, on the paused frame
+    w.conf_slider.setValue(w.conf_slider.minimum())
+    assert f"| {len(w.packet.dets)} shown" in w.status.text()
+    w.toggle_pause()
+
+    w.record_button.setChecked(True)
+    w.toggle_record()
+    qtbot.waitUntil(lambda: w.rec_label.text().startswith("● REC 0:0"), timeout=10000)
+    assert "d01818" in w.record_button.styleSheet()
+    w.record_button.setChecked(False)
+    w.toggle_record()
+    qtbot.waitUntil(lambda: w.rec_label.text() == "", timeout=10000)
+
+    plain = cv2.imread(str(w.snapshot()))
+    w.stats_box.setChecked(True)
+    with_figures = cv2.imread(str(w.snapshot()))
+    band = (slice(0, 20), slice(0, 100))
+    assert np.abs(plain[band].astype(int) - with_figures[band]).mean() > 10
+
+
+def test_a_source_that_fails_leaves_no_opening_message(make_window, qtbot, tmp_path):
+    w = make_window(tmp_path / "missing.mp4")
+    qtbot.waitUntil(lambda: w.error_text != "", timeout=10000)
+    qtbot.waitUntil(lambda: "opening" not in w.status.text(), timeout=5000)
+    assert w.status.text().startswith("stopped: ")
