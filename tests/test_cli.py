@@ -177,3 +177,33 @@ def test_export_never_replaces_the_shipped_onnx_and_checks_its_folder_first(
     assert main.main(["export", str(DEFAULT_WEIGHTS), "-o", str(blocker / "m.onnx")]) == 1
     assert time.perf_counter() - t0 < 1.0
     assert capsys.readouterr().err.startswith(f"error: output folder {blocker} is a file")
+
+
+@pytest.mark.parametrize("kind", [None, "ssd-pytorch", "torchvision-ssd300", "torchvision-vgg16"])
+def test_import_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, kind):
+    """(The fault run found a KeyError traceback here.)"""
+    path = tmp_path / "not-a-checkpoint.pth"
+    torch.save({"foo": torch.zeros(3)}, path)
+    args = ["import", str(path), "-o", str(tmp_path / "m.safetensors")]
+    assert main.main(args + (["--kind", kind] if kind else [])) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_train_and_eval_of_an_empty_folder_are_one_line(tmp_path, capsys):
+    """(The fault run found an IndexError traceback here.)"""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from engine.runtime.models import DEFAULT_WEIGHTS
+
+    for args in (
+        ["train", "--data", str(empty), "--output", str(tmp_path / "run")],
+        ["eval", str(DEFAULT_WEIGHTS), "--data", str(empty)],
+    ):
+        assert main.main(args) == 1
+        err = capsys.readouterr().err
+        assert (
+            err == f"error: {empty}: no usable images (no VOC folder annotations or images found)\n"
+        )
