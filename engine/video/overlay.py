@@ -18,13 +18,6 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def _overlap(a: tuple, b: tuple) -> float:
-    """Intersection area of two (x, y, w, h) rectangles."""
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return max(0.0, w) * max(0.0, h)
-
-
 def place_labels(
     boxes: np.ndarray, sizes: list[tuple[float, float]], width: float, height: float
 ) -> list[tuple[float, float]]:
@@ -34,24 +27,31 @@ def place_labels(
     best place); sizes: N (label width, label height); width, height: the frame's. Each
     label goes above its box, else inside its top edge, else below it, else inside its
     bottom edge, whichever first is free of the labels already placed (kept in the frame);
-    when none is, the first free place further down the box; failing that, the place
-    that overlaps least. Returns N (x, y).
+    when none is, the first free place further down the box (up to 8 label heights);
+    failing that, the place that overlaps least. Returns N (x, y). About 30 us a label
+    (numpy over the labels placed), so 100 labels cost a few ms a frame.
     """
-    placed: list[tuple[float, float, float, float]] = []
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    placed = np.zeros((len(boxes), 4))  # x1, y1, x2, y2 of the labels placed so far
     out = []
-    for (x1, y1, _, y2), (lw, lh) in zip(np.asarray(boxes, np.float64).reshape(-1, 4), sizes):
+    for i, ((x1, y1, _, y2), (lw, lh)) in enumerate(zip(boxes, sizes)):
         x = min(max(0.0, x1), max(0.0, width - lw))
-        ys = [y1 - lh, y1, y2, y2 - lh]
-        step = y1 + lh
-        while step + lh <= min(y2, height) and len(ys) < 64:  # further down the box
-            ys.append(step)
-            step += lh
-        options = [(x, min(max(0.0, y), max(0.0, height - lh)), lw, lh) for y in ys]
-        best = next((o for o in options if all(_overlap(o, q) == 0 for q in placed)), None)
-        if best is None:
-            best = min(options, key=lambda o: sum(_overlap(o, q) for q in placed))
-        placed.append(best)
-        out.append((best[0], best[1]))
+        down = y1 + lh * np.arange(1, 9)
+        ys = np.concatenate([[y1 - lh, y1, y2, y2 - lh], down[down + lh <= min(y2, height)]])
+        ys = np.clip(ys, 0.0, max(0.0, height - lh))
+        if i:
+            p = placed[:i]
+            iw = np.minimum(x + lw, p[:, 2]) - np.maximum(x, p[:, 0])  # [i]: same x for all
+            ih = np.minimum(ys[:, None] + lh, p[None, :, 3]) - np.maximum(
+                ys[:, None], p[None, :, 1]
+            )
+            cover = (np.clip(ih, 0, None) * np.clip(iw, 0, None)[None, :]).sum(1)
+            free = np.flatnonzero(cover <= 0)
+            y = ys[free[0]] if free.size else ys[int(np.argmin(cover))]
+        else:
+            y = ys[0]
+        placed[i] = (x, y, x + lw, y + lh)
+        out.append((float(x), float(y)))
     return out
 
 
