@@ -114,7 +114,7 @@ class VideoView(QWidget):
         p.drawText(QRectF(x + 3, top, w, h), Qt.AlignVCenter | Qt.AlignLeft, text)
 
     def _paint_lines(self, p, lines: list[str]) -> None:
-        """The figures, one per line, top left (wrapped so they stay inside the view)."""
+        """The figures, one per line, top left (short lines, so they stay inside the view)."""
         font = self._label_font()
         p.setFont(font)
         m = QFontMetricsF(font)

@@ -469,6 +469,7 @@ class MainWindow(QMainWindow):
         self.conf_slider.setToolTip(f"the model keeps scores >= {info.score_floor:g}")
         self._fill_classes(info.class_names)
         self.seek_slider.setEnabled(not info.live and info.frame_count > 0)
+        self.seek_label.setText("-")
         self.seek_slider.setRange(0, max(0, info.frame_count - 1))
         self.pause_button.setEnabled(True)
         self.step_button.setEnabled(not info.live)
@@ -643,7 +644,7 @@ class MainWindow(QMainWindow):
     def toggle_record(self) -> None:
         if self.worker is None:  # no source (or it stopped)
             self.record_button.setChecked(False)
-            self.statusBar().showMessage("nothing to record: open a camera, a file or a URL")
+            self.statusBar().showMessage("nothing to record: open a camera, a file or a URL", 5000)
             return
         if self.record_button.isChecked():
             self.worker.start_recording(self.output_dir / f"record-{self._stamp()}.mp4")

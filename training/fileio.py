@@ -52,9 +52,19 @@ def unique_partial_path(final: str | Path) -> Path:
     return Path(tmp)
 
 
+def _umask_once() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_once()
+
+
 def current_umask() -> int:
-    """The process's umask: from /proc on Linux (nothing changed), else by setting and
-    restoring it."""
+    """The process's umask: from /proc on Linux (read, nothing changed), else the one it
+    had when this module was imported (setting it to read it would race with threads
+    that create files)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -62,9 +72,7 @@ def current_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return _UMASK_AT_IMPORT
 
 
 def finalize(tmp: str | Path, final: str | Path) -> Path:

@@ -26,6 +26,7 @@ import torch
 from training.checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, lr_at
 from training.errors import ConfigError
+from training.fileio import atomic_write_text
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -308,7 +309,7 @@ class Trainer:
             if start_step >= self.steps_per_epoch:
                 epoch, start_step = epoch + 1, 0
             if epoch >= cfg.epochs:
-                return self._finished_already()
+                return self._finished_already(global_step, best)
             self._log(
                 f"resumed from {self.out / 'last.ckpt'}: epoch {epoch + 1}, step {start_step}"
             )
@@ -435,30 +436,36 @@ class Trainer:
         if self.main:
             save_detector(self.model, self.out / "last.safetensors")
         totals = self._totals_now()
-        summary = {
-            "epochs": cfg.epochs,
+        summary = self._summary(global_step, best, last_eval, totals)
+        if self.main:
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        self._barrier()
+        return summary
+
+    def _summary(self, global_step: int, best: float, last_eval, totals: dict) -> dict:
+        """summary.json: the whole run, every resumed part included."""
+        step_s = max(totals["step_seconds"], 1e-9)
+        return {
+            "epochs": self.cfg.epochs,
             "steps": global_step,
-            "train_seconds": round(totals["seconds"], 1),  # every part of a resumed run
-            "images_per_s": round(totals["images"] / max(totals["step_seconds"], 1e-9), 2),
-            "data_wait_share": round(totals["wait_seconds"] / max(totals["step_seconds"], 1e-9), 4),
+            "train_seconds": round(totals["seconds"], 1),
+            "images_per_s": round(totals["images"] / step_s, 2),
+            "data_wait_share": round(totals["wait_seconds"] / step_s, 4),
             "best_ap50": None if best < 0 else round(best, 4),
             "last_eval": last_eval,
             "weights": str(self.out / "last.safetensors"),
             "best_weights": str(self.out / "best.safetensors") if best >= 0 else None,
         }
-        if self.main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        self._barrier()
-        return summary
 
     def _totals_now(self) -> dict:
         """The run's totals so far: seconds, images, step and data-wait seconds."""
         elapsed = time.monotonic() - self._t_start if hasattr(self, "_t_start") else 0.0
         return {**self._totals, "seconds": self._seconds_before + elapsed}
 
-    def _finished_already(self) -> dict:
-        """--resume of a run that has done all its epochs: says so and changes nothing
-        (the weights file is written if a kill came between the last checkpoint and it)."""
+    def _finished_already(self, global_step: int, best: float) -> dict:
+        """--resume of a run that has done all its epochs: says so and changes nothing. A
+        kill between the last checkpoint and the end leaves no weights file or summary:
+        those are written then, from the checkpoint."""
         from training.weights import save_detector
 
         last = self.out / "last.safetensors"
@@ -468,8 +475,13 @@ class Trainer:
             f"{self.out}: this run has already done its {self.cfg.epochs} epochs; nothing to "
             f"resume (its weights: {last}; give a larger --epochs to train on)"
         )
-        summary = self.out / "summary.json"
-        return json.loads(summary.read_text()) if summary.is_file() else {"weights": str(last)}
+        path = self.out / "summary.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        summary = self._summary(global_step, best, None, self._totals)
+        if self.main:
+            atomic_write_text(path, json.dumps(summary, indent=2))
+        return summary
 
     def _step(self, images, boxes, labels, valid, encode_targets, indices=None) -> dict:
         dev = self.device

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(OUTPUT/NAME.EXT) and one JSON line each in OUTPUT/images.jsonl ({image, width, "
         "height, frame: 0, time: 0, detections: [{class_id, class, score, box [x1, y1, x2, "
         "y2] in pixels}]}, the video log's schema plus the image). Videos and live sources: "
-        "what `main.py video` writes (NAME.mp4, NAME.jsonl). summary.json lists every input.",
+        "what `main.py video` writes (NAME.mp4, NAME.jsonl). summary.json lists every input. "
+        "Boxes are in the image as it is displayed (its EXIF orientation applied).",
         epilog="Inputs: image or video files, folders (searched recursively for both), "
         "globs ('photos/*.jpg', quoted), a webcam index (0), /dev/videoN, csi://N, "
         "stream URLs and GStreamer pipelines. Exit code: 0 when every input was processed, "
@@ -48,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--coco-json",
         action="store_true",
         help="also write OUTPUT/detections_coco.json, COCO's results format for the images "
-        "(image_id: the file's number, e.g. 000000000139.jpg -> 139, else its name; "
-        "category_id: the model's class id)",
+        "(image_id: the file's number, e.g. 000000000139.jpg -> 139, else its name, or its "
+        "path under OUTPUT when that id is taken; category_id: the model's class id)",
     )
     p.set_defaults(func=cmd_detect)
 

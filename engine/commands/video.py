@@ -293,6 +293,10 @@ def _describe(res) -> str:
     return ", ".join(parts)
 
 
+def _kind(src) -> str:
+    return "image" if src.kind == "image" else "video"
+
+
 def _describe_image(res) -> str:
     dets = sum(res.detections.values())
     top = ", ".join(f"{k} {v}" for k, v in list(res.detections.items())[:5])
@@ -307,10 +311,12 @@ def format_summary(results, seconds: float, out_dir: Path) -> list[str]:
     ok = sum(r.status == "ok" for r in results)
     frames = sum(r.frames for r in results)
     images = sum(r.frames for r in results if r.kind == "image")
-    counted = (
-        f"{images} images" if images == frames else f"{frames} frames"
-        if not images else f"{images} images and {frames - images} video frames"
-    )  # fmt: skip
+    if not images:
+        counted = f"{frames} frames"
+    elif images == frames:
+        counted = f"{images} images"
+    else:
+        counted = f"{images} images and {frames - images} video frames"
     lines = [
         f"summary: {len(results)} input{'s' * (len(results) != 1)}, {ok} complete; "
         f"{counted} in {seconds:.1f} s ({frames / seconds if seconds else 0:.1f} "
@@ -409,10 +415,12 @@ def run_inputs(args: argparse.Namespace, images: bool) -> int:
             try:
                 for i, (src, plan) in enumerate(zip(sources, plans), 1):
                     if stopper.event.is_set():
-                        results.append(InputResult(src.display, "skipped", "not started"))
+                        results.append(
+                            InputResult(src.display, "skipped", "not started", kind=_kind(src))
+                        )
                         continue
                     if isinstance(plan, str):
-                        res = InputResult(src.display, "failed", plan)
+                        res = InputResult(src.display, "failed", plan, kind=_kind(src))
                     elif src.kind == "image":
                         res = pictures.process(src, plan)
                         if bars:

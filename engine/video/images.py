@@ -80,6 +80,7 @@ class ImageRun:
         self.write_images, self.save_txt, self.save_conf = write_images, save_txt, save_conf
         self.coco: list[dict] | None = [] if coco_json else None
         self.log_path = self.out_dir / "images.jsonl"
+        self._coco_ids: set = set()
         self._log = None
         self._log_tmp: Path | None = None
         self.count = 0
@@ -118,7 +119,11 @@ class ImageRun:
                 text = "".join(f"{x}\n" for x in yolo_lines(dets, w, h, self.save_conf))
                 res.outputs["labels"] = str(atomic_write_text(labels, text))
             if self.coco is not None:
-                self.coco.extend(coco_records(dets, coco_image_id(path)))
+                image_id = coco_image_id(path)
+                if image_id in self._coco_ids:  # 0001.jpg in two folders: ids stay unique
+                    image_id = str(plan["image"].relative_to(self.out_dir))
+                self._coco_ids.add(image_id)
+                self.coco.extend(coco_records(dets, image_id))
             res.frames = res.inferred = 1
             for name in dets.names:
                 res.detections[name] = res.detections.get(name, 0) + 1

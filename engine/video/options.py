@@ -92,6 +92,8 @@ def output_paths(
     input order when two inputs share a stem."""
     inputs = {Path(s.target).resolve() for s in sources if s.kind in ("file", "image")}
     used: set[Path] = set()
+    if any(s.kind == "image" for s in sources):
+        used.add(out_dir / "images")  # the run's images.jsonl: a video named images gets -2
     plans: list[dict[str, Path] | str] = []
     for src in sources:
         base = out_dir / src.subdir / src.name

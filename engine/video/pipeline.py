@@ -384,9 +384,10 @@ class VideoProcessor:
                 if live.stalled:  # outputs are finalized; the run did not get what it wanted
                     res.status = "incomplete"
                     waited = live_module.READ_TIMEOUT_MS / 1000
+                    what = "camera" if src.kind == "camera" else "stream"
                     res.message = (
-                        f"the stream stalled: no frame for {waited:g} s after "
-                        f"{live.frames_read} frames; what came is processed"
+                        f"the {what} stalled: no frame within its {waited:g} s read timeout "
+                        f"after {live.frames_read} frames; what came is processed"
                     )
                 else:
                     res.notes.append(f"the source ended after {live.frames_read} frames")

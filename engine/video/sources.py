@@ -180,8 +180,9 @@ def file_uri_path(spec: str) -> str | None:
 def parse_source(spec: str) -> Source | None:
     """A camera (index, /dev/videoN, v4l2://, csi://), a stream URL or a GStreamer pipeline
     as a Source; None for anything else (a path). A malformed camera URI is an EngineError.
-    A regular file that exists is a path whatever its name ("a ! b.mp4", "0")."""
-    if os.path.isfile(spec):
+    A regular file that exists is a path whatever its name ("a ! b.mp4"), except a bare
+    number, which is always a camera index."""
+    if not spec.isdigit() and os.path.isfile(spec):
         return None
     if spec.isdigit():
         return Source("camera", int(spec), f"camera {spec}", f"camera{spec}", device="index")
@@ -234,8 +235,9 @@ def resolve_inputs(
     skip = exclude.resolve() if exclude is not None else None
     wanted = VIDEO_EXTENSIONS | (frozenset(IMAGE_EXTENSIONS) if images else frozenset())
 
-    def searchable(p: Path) -> bool:
-        if p.name.startswith(".") or p.suffix.lower() not in wanted:
+    def searchable(p: Path, root: Path) -> bool:
+        hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
+        if hidden or p.suffix.lower() not in wanted:  # .git, .venv, .cache, .DS_Store ...
             return False
         return skip is None or skip not in (p.resolve(), *p.resolve().parents)
 
@@ -268,7 +270,7 @@ def resolve_inputs(
             continue
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if searchable(p) and p.is_file())
+            found = sorted(p for p in path.rglob("*") if searchable(p, path) and p.is_file())
             if not found:
                 what = "image or video" if images else "video"
                 problems.append(InputProblem(spec, f"no {what} files in this folder"))

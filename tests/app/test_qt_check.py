@@ -1,6 +1,9 @@
 """`main.py gui` on a desktop that lacks what Qt's xcb plugin loads: a one-line error with
 the install command, never Qt's abort (exit 134)."""
 
+import shutil
+import subprocess
+
 import pytest
 
 import main
@@ -28,9 +31,17 @@ def test_what_ldd_cannot_find_becomes_the_apt_command():
 
 
 def test_the_installed_plugin_is_found_and_checked():
+    """On this machine, the real plugin through the real ldd."""
     pytest.importorskip("PyQt5")
-    assert qt_check.xcb_plugin() is not None
-    assert isinstance(qt_check.missing_xcb_libraries(), list)  # [] where install.sh ran
+    plugin = qt_check.xcb_plugin()
+    assert plugin is not None
+    assert plugin.name == "libqxcb.so"
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        pytest.skip("no ldd on this machine")
+    listed = subprocess.run([ldd, str(plugin)], capture_output=True, text=True).stdout
+    assert "libQt5XcbQpa.so.5" in listed  # what ldd printed is the plugin's dependencies
+    assert qt_check.missing_xcb_libraries() == qt_check.missing_from_ldd(listed)
 
 
 def test_gui_stops_with_one_line_before_qt_loads(monkeypatch, capsys):

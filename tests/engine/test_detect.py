@@ -127,3 +127,32 @@ def test_save_conf_adds_the_score():
     ]
     assert coco_image_id(Path("000000000139.jpg")) == 139
     assert coco_image_id(Path("dog.jpg")) == "dog.jpg"
+
+
+def test_hidden_folders_are_not_searched_and_a_video_named_images_keeps_its_log(
+    photos, model, shared_data, tmp_path
+):
+    """`detect .` in a checkout must not walk into .git or .venv; a video called images.*
+    does not overwrite the run's images.jsonl."""
+    from engine.video.sources import resolve_inputs
+
+    hidden = photos / ".cache" / "thumbs"
+    hidden.mkdir(parents=True)
+    shutil.copy(photos / "dog.jpg", hidden / "dog.jpg")
+    (photos / "images.avi").symlink_to(shared_data / "videos" / "vtest.avi")
+    sources, problems = resolve_inputs([str(photos)], images=True)
+    assert problems == []
+    assert not any(".cache" in str(s.target) for s in sources)
+    out = tmp_path / "out"
+    args = ["detect", str(photos), "-m", str(model), "-o", str(out), "--end", "1", "--no-video"]
+    assert main([*args, "--no-progress"]) == 0
+    assert all("image" in e for e in read_jsonl(out / "images.jsonl"))
+    assert len(read_jsonl(out / "images-2.jsonl")) == 10  # the video's own log
+
+
+def test_a_summary_of_failed_videos_counts_frames_not_images():
+    from engine.commands.video import format_summary
+    from engine.video.options import InputResult
+
+    lines = format_summary([InputResult("a.mp4", "failed", "broken")], 1.0, Path("out"))
+    assert lines[0].startswith("summary: 1 input, 0 complete; 0 frames in 1.0 s")

@@ -100,6 +100,14 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(shared_data, tmp_pa
     assert "has already done its 1 epochs; nothing to resume" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert summary == json.loads(before["summary.json"])
+    # killed after its last checkpoint, before the end: the summary is made from it
+    (run / "summary.json").unlink()
+    (run / "last.safetensors").unlink()
+    again = Trainer(cfg, resume=True).run()
+    assert again["steps"] == summary["steps"]
+    assert again["train_seconds"] == pytest.approx(summary["train_seconds"], abs=1.0)
+    assert json.loads((run / "summary.json").read_text()) == again
+    assert (run / "last.safetensors").is_file()
 
 
 def test_a_diverging_run_stops_with_a_clear_message(shared_data, tmp_path):
