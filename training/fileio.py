@@ -70,7 +70,7 @@ def current_umask() -> int:
             for line in f:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no /proc (macOS) or an odd line: the import-time one
         pass
     return _UMASK_AT_IMPORT
 

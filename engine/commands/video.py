@@ -279,17 +279,21 @@ class _Bars:
             self.overall.close()
 
 
-def _describe(res) -> str:
+def _found(res) -> str:
+    """'7 detections (person 5, car 2)': the five most frequent classes."""
     dets = sum(res.detections.values())
     top = ", ".join(f"{k} {v}" for k, v in list(res.detections.items())[:5])
     more = " ..." if len(res.detections) > 5 else ""
+    return f"{dets} detections" + (f" ({top}{more})" if dets else "")
+
+
+def _describe(res) -> str:
     parts = [f"{res.frames} frames"]
     if res.inferred != res.frames:
         parts.append(f"{res.inferred} inferred")
     if res.dropped:
         parts.append(f"{res.dropped} dropped")
-    parts.append(f"{dets} detections" + (f" ({top}{more})" if dets else ""))
-    parts.append(f"{res.fps:.1f} FPS")
+    parts += [_found(res), f"{res.fps:.1f} FPS"]
     return ", ".join(parts)
 
 
@@ -298,11 +302,7 @@ def _kind(src) -> str:
 
 
 def _describe_image(res) -> str:
-    dets = sum(res.detections.values())
-    top = ", ".join(f"{k} {v}" for k, v in list(res.detections.items())[:5])
-    more = " ..." if len(res.detections) > 5 else ""
-    found = f"{dets} detections" + (f" ({top}{more})" if dets else "")
-    return f"{found} in {res.seconds * 1000:.0f} ms"
+    return f"{_found(res)} in {res.seconds * 1000:.0f} ms"
 
 
 def format_summary(results, seconds: float, out_dir: Path) -> list[str]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
 
 from engine.runtime.detector import Detections, Detector
 from engine.video.filters import DetectionFilter
-from engine.video.options import InputResult
+from engine.video.options import InputResult, failure_message
 from engine.video.overlay import draw_detections
 from engine.video.sources import Source
 from engine.video.writers import DetectionLog
@@ -125,16 +126,10 @@ class ImageRun:
                 self._coco_ids.add(image_id)
                 self.coco.extend(coco_records(dets, image_id))
             res.frames = res.inferred = 1
-            for name in dets.names:
-                res.detections[name] = res.detections.get(name, 0) + 1
-            res.detections = dict(sorted(res.detections.items(), key=lambda kv: (-kv[1], kv[0])))
+            res.detections = dict(Counter(dets.names).most_common())
             self.count += 1
-        except OSError as e:
-            where = f" ({e.filename})" if e.filename else ""
-            res.status, res.message = "failed", f"{e.strerror or e}{where}"
-        except Exception as e:  # a backend error: report it, go on with the rest
-            text = str(e).strip().splitlines()
-            res.status, res.message = "failed", f"{type(e).__name__}: {text[0] if text else ''}"
+        except Exception as e:  # an OSError, a backend error: go on with the rest
+            res.status, res.message = "failed", failure_message(e)
         finally:
             res.seconds = time.perf_counter() - t0
         return res

@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.runtime.detector import Detections
 from engine.video.filters import DetectionFilter
-from engine.video.sources import Source
+from engine.video.sources import Source, mask_credentials
 from engine.video.writers import video_extension
 
 
@@ -41,6 +41,23 @@ class VideoOptions:
     show_frame: bool = False
     queue_size: int = 8
     hw_decode: bool = True
+
+
+def error_reason(e: BaseException) -> str:
+    """What went wrong, in one line: an OSError's reason ("No space left on device"), else
+    the first line of the message, else the exception's type."""
+    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def failure_message(e: BaseException) -> str:
+    """An input's failure message, credentials masked: an OSError's reason and file
+    ("Permission denied (out/a.mp4)"), else "TypeName: first line of the message"."""
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if e.filename else ""
+        return mask_credentials(f"{e.strerror or e}{where}")
+    text = str(e).strip().splitlines()
+    return mask_credentials(f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
 
 
 @dataclass

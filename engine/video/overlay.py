@@ -67,9 +67,7 @@ def draw_detections(frame: np.ndarray, dets: Detections, show_scores: bool = Tru
     """Draws boxes, then their labels (placed so that none covers another: place_labels),
     on `frame` in place (BGR uint8) and returns it."""
     h, w = frame.shape[:2]
-    scale = max(h, w) / 1000.0
-    thickness = max(1, int(round(2 * scale)))
-    font_scale = max(0.4, 0.6 * scale)
+    font_scale, thickness, _ = _text_style(frame, 0.6, 2)
     labels, sizes = [], []
     for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.names):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
@@ -96,16 +94,22 @@ def draw_detections(frame: np.ndarray, dets: Detections, show_scores: bool = Tru
     return frame
 
 
-def draw_lines(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+def _text_style(frame: np.ndarray, size: float, weight: float) -> tuple[float, int, int]:
+    """(font scale, thickness, padding) for text on this frame: it grows with the frame
+    (1000 px = 1x), `size` and `weight` being the font scale and stroke at 1x."""
+    h, w = frame.shape[:2]
+    scale = max(h, w) / 1000.0
+    return max(0.4, size * scale), max(1, int(round(weight * scale))), max(2, int(4 * scale))
+
+
+def draw_lines(
+    frame: np.ndarray, lines: list[str], size: float = 0.5, weight: float = 1.5
+) -> np.ndarray:
     """Writes text lines in the top-left corner, white on a dark band, scaled with the
     frame like the labels (the GUI's figures in snapshots and recordings); returns it."""
     if not lines:
         return frame
-    h, w = frame.shape[:2]
-    scale = max(h, w) / 1000.0
-    thickness = max(1, int(round(1.5 * scale)))
-    font_scale = max(0.4, 0.5 * scale)
-    pad = max(2, int(4 * scale))
+    font_scale, thickness, pad = _text_style(frame, size, weight)
     sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness) for t in lines]
     line_h = max(th + base for (_, th), base in sizes) + pad
     width = max(tw for (tw, _), _ in sizes) + 2 * pad
@@ -134,24 +138,4 @@ def draw_status(
         parts.append(f"FPS {fps:.1f}")
     if frame_index is not None:
         parts.append(f"frame {frame_index}")
-    if not parts:
-        return frame
-    text = "  ".join(parts)
-    h, w = frame.shape[:2]
-    scale = max(h, w) / 1000.0
-    thickness = max(1, int(round(2 * scale)))
-    font_scale = max(0.4, 0.6 * scale)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-    pad = max(2, int(4 * scale))
-    cv2.rectangle(frame, (0, 0), (tw + 2 * pad, th + base + 2 * pad), (32, 32, 32), cv2.FILLED)
-    cv2.putText(
-        frame,
-        text,
-        (pad, pad + th),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        font_scale,
-        (255, 255, 255),
-        thickness,
-        cv2.LINE_AA,
-    )
-    return frame
+    return draw_lines(frame, ["  ".join(parts)], size=0.6, weight=2) if parts else frame

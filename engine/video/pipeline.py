@@ -41,7 +41,15 @@ from engine.runtime.detector import Detections, Detector, EngineError
 from engine.video import live as live_module
 from engine.video.files import FileReader
 from engine.video.live import LiveReader
-from engine.video.options import FramePacket, InputResult, VideoOptions, frame_range, output_paths
+from engine.video.options import (
+    FramePacket,
+    InputResult,
+    VideoOptions,
+    error_reason,
+    failure_message,
+    frame_range,
+    output_paths,
+)
 from engine.video.overlay import draw_detections, draw_status
 from engine.video.playback import Controls, Pacer
 from engine.video.recorder import Recorder
@@ -51,12 +59,6 @@ from engine.video.writers import DetectionLog, VideoSink, open_sink
 __all__ = ["FramePacket", "InputResult", "VideoOptions", "VideoProcessor", "output_paths"]
 
 STAGES = ("decode", "resize", "infer", "post", "draw", "encode", "log")
-
-
-def _one_line(e: BaseException) -> str:
-    """'TypeName: first line of the message', credentials masked."""
-    text = str(e).strip().splitlines()
-    return mask_credentials(f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
 
 
 def _put(q: queue.Queue, item, abort: threading.Event) -> bool:
@@ -150,11 +152,8 @@ class VideoProcessor:
                 if msg.startswith(masked):  # (str.removeprefix is Python 3.9+)
                     msg = msg[len(masked) :]
             res.status, res.message = "failed", msg
-        except OSError as e:
-            where = f" ({e.filename})" if e.filename else ""
-            res.status, res.message = "failed", f"{e.strerror or e}{where}"
-        except Exception as e:  # a backend or codec error: report it, go on with the rest
-            res.status, res.message = "failed", _one_line(e)
+        except Exception as e:  # an OSError, a backend or codec error: go on with the rest
+            res.status, res.message = "failed", failure_message(e)
         if res.status == "ok" and self.stop.is_set():
             res.status = "interrupted"
             res.message = f"stopped by the user after {res.frames} frames; outputs finalized"
@@ -324,7 +323,7 @@ class VideoProcessor:
                 thread.join()  # never blocks long: the reader checks `abort` between frames
             if errors and res.status == "ok":
                 res.status = "failed"
-                res.message = f"reading stopped at frame {res.frames}: {_one_line(errors[0])}"
+                res.message = f"reading stopped at frame {res.frames}: {failure_message(errors[0])}"
             if stopped_early and res.status == "ok" and controls is None:
                 res.status, res.message = "incomplete", stopped_early[0]
         finally:
@@ -500,41 +499,44 @@ class VideoProcessor:
         errors: list[str] = []
         if failure:
             e = failure[0]
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            errors.append(f"writing stopped at frame {res.frames}: {reason}")
+            errors.append(f"writing stopped at frame {res.frames}: {error_reason(e)}")
         if sink is not None:
             try:
                 path = sink.close()
                 if path is not None:
                     res.outputs["video"] = str(path)
             except Exception as e:  # noqa: BLE001 - the reason goes to the user
-                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 # An MP4 whose index was never written does not play: free its space.
                 sink.tmp.unlink(missing_ok=True)
-                errors.append(f"the video could not be finalized ({reason}) and was removed")
+                errors.append(
+                    f"the video could not be finalized ({error_reason(e)}) and was removed"
+                )
         if log is not None:
             try:
                 for p in log.close():
                     res.outputs[p.suffix.lstrip(".")] = str(p)
             except OSError as e:
-                errors.append(f"the log could not be finalized ({e.strerror or e})")
+                errors.append(f"the log could not be finalized ({error_reason(e)})")
         if errors:
             res.status, res.message = "failed", "; ".join(errors)
 
 
 class _Rate:
-    """Events per second, smoothed over about ten events."""
+    """Events per second, smoothed over about ten events (an _Ema of 1 / interval)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.value, self._last = 0.0, None
+        self._ema, self._last = _Ema(0.1), None
+
+    @property
+    def value(self) -> float:
+        return self._ema.value
 
     def tick(self) -> float:
         now = time.perf_counter()
         if self._last is not None and now > self._last:
-            inst = 1.0 / (now - self._last)
-            self.value = inst if self.value == 0 else 0.9 * self.value + 0.1 * inst
+            self._ema.add(1.0 / (now - self._last))
         self._last = now
         return self.value

@@ -16,13 +16,9 @@ import numpy as np
 
 from engine.runtime.detector import Detections
 from engine.video.filters import DetectionFilter
+from engine.video.options import error_reason
 from engine.video.overlay import draw_detections, draw_lines
 from engine.video.writers import open_sink, resolve_codec
-
-
-def _reason(e: BaseException) -> str:
-    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Recorder:
@@ -93,7 +89,7 @@ class Recorder:
                         sink.close()
                     except Exception:  # noqa: BLE001 - the first error is the one reported
                         sink.tmp.unlink(missing_ok=True)
-                self.report("", f"recording failed: {_reason(e)}")
+                self.report("", f"recording failed: {error_reason(e)}")
 
     def _close(self, sink) -> None:
         if sink is None:
@@ -103,4 +99,4 @@ class Recorder:
             self.report("", f"recording saved: {path} ({sink.frames} frames)")
         except Exception as e:  # noqa: BLE001 - the reason goes to the user
             sink.tmp.unlink(missing_ok=True)
-            self.report("", f"recording could not be finalized: {_reason(e)}")
+            self.report("", f"recording could not be finalized: {error_reason(e)}")
