@@ -7,6 +7,12 @@ from pathlib import Path
 
 from engine.commands.args import int_in_range, unit_interval
 
+# The INT8 option values, repeated from engine.export.quantize so `--help` imports no ONNX
+# Runtime (tests/engine/test_quantize.py checks they agree).
+DEFAULT_IMAGES = 128
+TARGETS = ("onnxruntime", "tensorrt")
+METHODS = ("minmax", "entropy", "percentile")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -49,18 +55,85 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="FP16 weights (L2Norm and decoding stay FP32): for TensorRT 11, which "
         "takes precision from the ONNX",
     )
+    q = p.add_argument_group(
+        "INT8",
+        "Static INT8 quantization (ONNX Runtime, QDQ format): per-channel INT8 weights, "
+        "INT8 activations calibrated on real images through the graph's own "
+        "pre-processing; the decoding and NMS tail stays in float.",
+    )
+    q.add_argument(
+        "--int8",
+        action="store_true",
+        help="write an INT8 model (needs --calibration; default name WEIGHTS_int8.onnx)",
+    )
+    q.add_argument(
+        "--calibration",
+        action="append",
+        metavar="DATA[:SPLIT]",
+        help="calibration images: any dataset --data accepts, or a folder of images "
+        "(frames from the camera you deploy on are best); repeatable",
+    )
+    q.add_argument(
+        "--calibration-images",
+        type=int_in_range(1),
+        default=DEFAULT_IMAGES,
+        metavar="N",
+        help=f"images used, a fixed sample spread over the data (default {DEFAULT_IMAGES})",
+    )
+    q.add_argument(
+        "--int8-target",
+        choices=TARGETS,
+        default="onnxruntime",
+        help="onnxruntime (default): unsigned activations, the fast form for CPUs; "
+        "tensorrt: signed symmetric Q/DQ, what `build --int8` compiles (TensorRT 8.5+, "
+        "11), named WEIGHTS_int8_trt.onnx",
+    )
+    q.add_argument(
+        "--calibration-method",
+        choices=METHODS,
+        default="minmax",
+        help="how activation ranges are chosen (default minmax)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "build",
         help="compile an exported ONNX into a TensorRT engine for this GPU",
-        description="Build a TensorRT engine (FP16 by default) for this GPU and TensorRT "
-        "version, cached under a name made of both and the ONNX's hash; an engine from "
-        "another TensorRT, GPU or ONNX is rebuilt. Needs TensorRT and cuda-python.",
+        description="Build a TensorRT engine (FP16 by default, or INT8) for this GPU and "
+        "TensorRT version, cached under a name made of both and the ONNX's hash; an engine "
+        "from another TensorRT, GPU or ONNX is rebuilt. Needs TensorRT and cuda-python.",
     )
     p.add_argument("onnx", type=Path, help="ONNX file from `main.py export`")
     p.add_argument("-o", "--output", type=Path, help="engine file (default: in the cache)")
-    p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    p.add_argument(
+        "--precision",
+        choices=["fp16", "fp32", "int8"],
+        default="fp16",
+        help="fp16 (default), fp32, or int8 (as --int8); an INT8 ONNX always builds INT8",
+    )
+    p.add_argument(
+        "--int8",
+        dest="precision",
+        action="store_const",
+        const="int8",
+        help="an INT8 engine: from an INT8 ONNX (`export --int8 --int8-target tensorrt`, "
+        "explicit Q/DQ: TensorRT 8.5 to 11), or from an FP32 ONNX with --calibration "
+        "(TensorRT's entropy calibrator: 8.x and 10.x only)",
+    )
+    p.add_argument(
+        "--calibration",
+        action="append",
+        metavar="DATA[:SPLIT]",
+        help="calibration images for --int8 of an FP32 ONNX: any dataset --data accepts, or "
+        "a folder of images; the calibration cache is kept in the cache folder",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int_in_range(1),
+        default=DEFAULT_IMAGES,
+        metavar="N",
+        help=f"images used for calibration (default {DEFAULT_IMAGES})",
+    )
     p.add_argument(
         "--workspace",
         type=int_in_range(16),
@@ -94,15 +167,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_build)
 
 
-def export_output(weights: Path, output: Path | None, tail: str, fp16: bool) -> Path:
+def export_output(
+    weights: Path, output: Path | None, tail: str, fp16: bool, int8: str | None = None
+) -> Path:
     """Where `export` writes: -o, else beside the weights as WEIGHTS[_efficientnms][_fp16]
-    .onnx; a shipped model (assets/models) exports into runs/export/ instead, so its tracked
-    ONNX is never replaced without an explicit -o."""
+    [_int8[_trt]].onnx (int8: the --int8-target, or None); a shipped model (assets/models)
+    exports into runs/export/ instead, so its tracked ONNX is never replaced without -o."""
     from engine.runtime.models import MODELS_DIR
 
     if output is not None:
         return output
     name = weights.stem + ("" if tail == "onnx" else "_efficientnms") + ("_fp16" if fp16 else "")
+    if int8:
+        name += "_int8" + ("_trt" if int8 == "tensorrt" else "")
     folder = weights.parent
     if folder.resolve() == MODELS_DIR.resolve():
         folder = Path("runs") / "export"
@@ -116,30 +193,106 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.weights.is_file():
         raise EngineError(f"weights file not found: {args.weights}")
-    out = export_output(args.weights, args.output, args.nms, args.fp16)
+    if args.int8:
+        _check_int8_options(args)
+    elif args.calibration:
+        raise EngineError("--calibration is for --int8 (or `build --int8` for TensorRT 8.x/10.x)")
+    out = export_output(
+        args.weights, args.output, args.nms, args.fp16, args.int8_target if args.int8 else None
+    )
     if out.is_dir():
         raise EngineError(f"{out} is a folder; give the ONNX file's name with -o")
     check_output_dir(out.parent)  # before the export, not after it
     if args.output is None and out.parent != args.weights.parent:
         print(f"note: {args.weights.parent} holds the shipped model; exporting to {out}")
-    out = export_weights(
-        args.weights,
-        out,
+    options = dict(
         tail=args.nms,
         top_k=args.top_k,
         score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold,
         fp16=args.fp16,
     )
-    print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, NMS tail {args.nms}"
-        f"{', fp16' if args.fp16 else ''})"
-    )
-    if args.nms == "onnx":
+    if args.int8:
+        out = _export_int8(args, out, options)
+    else:
+        out = export_weights(args.weights, out, **options)
+    precision = ", fp16" if args.fp16 else f", int8 for {args.int8_target}" if args.int8 else ""
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, NMS tail {args.nms}{precision})")
+    if args.int8 and args.int8_target == "tensorrt":
+        print(f"next: python main.py build {out} --int8")
+    elif args.nms == "onnx":
         print(f"next: python main.py video VIDEO -m {out}   (or: python main.py build {out})")
     else:
         print(f"next: python main.py build {out}   (the EfficientNMS tail runs in TensorRT only)")
     return 0
+
+
+def _check_int8_options(args: argparse.Namespace) -> None:
+    from engine.runtime.detector import EngineError
+
+    if not args.calibration:
+        raise EngineError(
+            "--int8 needs --calibration DATA: real images to measure activation ranges on "
+            "(a dataset or a folder of images)"
+        )
+    if args.fp16:
+        raise EngineError("--int8 and --fp16 exclude each other")
+    if args.nms != "onnx":
+        raise EngineError(
+            "--int8 needs --nms onnx: calibration runs the graph in ONNX Runtime, which has "
+            "no EfficientNMS_TRT"
+        )
+
+
+def calibration_images(specs: list[str], n: int) -> tuple[list[Path], str]:
+    """Up to n image paths (a fixed sample) from datasets (PATH[:SPLIT], as --data takes
+    them) or folders of images, and a description of where they came from."""
+    from engine.export.quantize import pick_images
+    from training.datasets import DataError, load_datasets, parse_data_spec
+    from training.fileio import is_image
+
+    paths: list[Path] = []
+    for spec in specs:
+        folder = Path(parse_data_spec(spec, None)[0])
+        try:
+            paths += [s.image for s in load_datasets(spec).samples]
+        except DataError:
+            if not folder.is_dir():
+                raise
+            found = sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p, folder))
+            if not found:
+                raise DataError(f"{spec}: no images found (nor a dataset)") from None
+            paths += found
+    picked = pick_images(paths, n)
+    return picked, f"{len(picked)} of {len(set(paths))} images of {', '.join(specs)}"
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _export_int8(args: argparse.Namespace, out: Path, options: dict) -> Path:
+    """Exports to a temporary FP32 ONNX, calibrates and quantizes it into `out`."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from engine.export.onnx_export import export_weights
+    from engine.export.quantize import quantize_onnx
+
+    images, source = calibration_images(args.calibration, args.calibration_images)
+    print(f"calibration: {source}, {args.calibration_method}, for {args.int8_target}")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = export_weights(args.weights, Path(tmp) / "fp32.onnx", **options)
+        return quantize_onnx(
+            fp32,
+            out,
+            images,
+            target=args.int8_target,
+            source=source,
+            method=args.calibration_method,
+            progress=lambda it: tqdm(it, total=len(images), desc="calibrating", unit="image"),
+        )
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -148,11 +301,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.check:
         return _check_versions(args.onnx, args.check)
+    from engine.runtime.detector import EngineError
+
     if args.dla is not None and args.precision == "fp32":
-        from engine.runtime.detector import EngineError
-
         raise EngineError(DLA_FP32)
-
+    calibration = None
+    if args.calibration:
+        if args.precision != "int8":
+            raise EngineError("--calibration is for --int8 builds")
+        calibration = _calibration(args.calibration, args.calibration_images, args.onnx)
     workspace = args.workspace or default_workspace_mb(current_platform())
     out = build_engine(
         args.onnx,
@@ -161,9 +318,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         workspace,
         args.dla,
         args.cache_dir,
+        calibration=calibration,
     )
     print(f"engine: {out}")
     return 0
+
+
+def _calibration(specs: list[str], n: int, onnx: Path):
+    """TensorRT calibration images (the same sample `export --int8` takes), keyed by their
+    paths and sizes, fed at the ONNX's input size."""
+    import hashlib
+
+    from engine.export.quantize import calibration_frames
+    from engine.runtime.detector import read_onnx_info
+    from engine.runtime.tensorrt_backend import Calibration
+
+    size = read_onnx_info(onnx).input_size
+    images, source = calibration_images(specs, n)
+    key = hashlib.sha256(
+        "\n".join(f"{p.resolve()} {p.stat().st_size}" for p in images).encode()
+    ).hexdigest()
+    return Calibration(lambda: calibration_frames(images, size), key, source)
 
 
 def _check_versions(onnx: Path, versions: list[str]) -> int:

@@ -260,6 +260,11 @@ def onnx_info(path: Path) -> dict:
         "precision": exported.precision,
         "opset": max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0),
     }
+    if C.META_CALIBRATION in meta:
+        try:
+            info["export"]["calibration"] = json.loads(meta[C.META_CALIBRATION])
+        except ValueError:
+            info["export"]["calibration"] = meta[C.META_CALIBRATION]
     return info
 
 
@@ -326,6 +331,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{e['iou_threshold']:g}, up to {e['top_k']} detections, {e['precision']}, "
             f"opset {e['opset']}",
         ]
+        c = e.get("calibration")
+        if isinstance(c, dict):
+            lines.append(
+                f"calibration   {c.get('source') or str(c.get('images')) + ' images'}, "
+                f"{c.get('method')}, quantized for {c.get('target')}"
+            )
     else:
         lines += [
             f"parameters    {p['total']:,} (backbone {p['backbone']:,}, head {p['head']:,})",

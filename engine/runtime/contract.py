@@ -20,7 +20,10 @@ META_TAIL = "ssd300.nms"
 META_TOP_K = "ssd300.top_k"
 META_SCORE = "ssd300.score_threshold"
 META_IOU = "ssd300.iou_threshold"
-META_PRECISION = "ssd300.precision"
+META_PRECISION = "ssd300.precision"  # fp32, fp16 or int8
+# INT8 exports: JSON {images, source, method, target}; target is the runtime the integers
+# suit: "onnxruntime" (unsigned activations) or "tensorrt" (signed symmetric Q/DQ).
+META_CALIBRATION = "ssd300.calibration"
 # Nodes of the conv4_3 L2 normalization carry this name prefix, so a TensorRT builder can
 # keep them in FP32.
 L2NORM_PREFIX = "l2norm/"

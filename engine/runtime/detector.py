@@ -64,6 +64,8 @@ class ModelInfo:
     iou_threshold: float = 0.45
     tail: str = "onnx"
     precision: str = "fp32"
+    # INT8 exports: the runtime the integers suit ("onnxruntime" or "tensorrt"), else None
+    quantized_for: str | None = None
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str) -> ModelInfo:
@@ -82,9 +84,20 @@ class ModelInfo:
                 iou_threshold=float(meta[C.META_IOU]),
                 tail=meta[C.META_TAIL],
                 precision=meta.get(C.META_PRECISION, "fp32"),
+                quantized_for=_quantized_for(meta),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise EngineError(f"{source}: incomplete SSD300 metadata ({e!r})") from None
+
+
+def _quantized_for(meta: dict[str, str]) -> str | None:
+    if meta.get(C.META_PRECISION) != "int8":
+        return None
+    try:
+        target = json.loads(meta.get(C.META_CALIBRATION, "{}")).get("target")
+    except (ValueError, AttributeError):
+        target = None
+    return target if isinstance(target, str) else "unknown"
 
 
 def read_onnx_info(path: str | Path) -> ModelInfo:
@@ -285,7 +298,11 @@ def open_detector(
     if backend == "auto":
         if _is_weights(path):
             backend = "torch"
-        elif is_engine or ("tensorrt" in available_backends() and device != "cpu"):
+        elif is_engine or (
+            "tensorrt" in available_backends()
+            and device != "cpu"
+            and read_onnx_info(path).quantized_for in (None, "tensorrt")
+        ):  # an INT8 ONNX quantized for ONNX Runtime has unsigned integers TensorRT refuses
             backend = "tensorrt"
         else:
             backend = "onnxruntime"

@@ -1,5 +1,5 @@
-"""TensorRT: FP16 engine builds (8.5, 8.6, 10.x, 11.x) with a per-device cache, and a runtime on
-cuda-python memory.
+"""TensorRT: FP16 and INT8 engine builds (8.5, 8.6, 10.x, 11.x) with a per-device cache, and
+a runtime on cuda-python memory.
 
 TensorRT and cuda-python are imported lazily and only here. The version-dependent choices
 are small pure functions (`build_settings`, `engine_cache_name`) so they are tested without
@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ DLA_FP32 = "--dla needs --precision fp16: the DLA runs FP16 or INT8, never FP32"
 # The build sidecar's fields that decide whether a cached engine fits: the ONNX's content,
 # the precision, the TensorRT version, the GPU model and its SM, the DLA core. Never the
 # ONNX's path: one file reached by two paths is one engine.
-CACHE_KEY = ("onnx_sha256", "precision", "tensorrt", "gpu", "sm", "dla_core")
+CACHE_KEY = ("onnx_sha256", "precision", "tensorrt", "gpu", "sm", "dla_core", "calibration")
 
 
 def _import_trt():
@@ -80,8 +81,19 @@ class BuildSettings:
     strongly_typed: bool = False  # precision comes from the ONNX's types
 
 
+NO_CALIBRATORS = (
+    "TensorRT {v} removed INT8 calibration (strong typing only): export an INT8 ONNX with "
+    "Q/DQ (`main.py export WEIGHTS --int8 --int8-target tensorrt --calibration DATA`) and "
+    "build that"
+)
+
+
 def build_settings(
-    trt_version: str, precision: str, onnx_precision: str, dla: bool = False
+    trt_version: str,
+    precision: str,
+    onnx_precision: str,
+    dla: bool = False,
+    calibrated: bool = False,
 ) -> BuildSettings:
     """Flags per version:
     - TRT < 10: EXPLICIT_BATCH must be asked for (the 8.x ONNX parser refuses other
@@ -96,9 +108,17 @@ def build_settings(
       8.x has no strong typing, so there it is built like an FP32 ONNX.
     - DLA runs FP16 or INT8 only, so FP32 is refused; GPU_FALLBACK lets the layers the DLA
       cannot run (softmax, NMS) run on the GPU.
+    - INT8 from an INT8 ONNX (Q/DQ, explicit quantization): 8.x needs BuilderFlag.INT8 ("to
+      enable any quantization operations, the INT8 flag must be set", TensorRT 8.6 developer
+      guide, "Working with INT8"), plus FP16 with the float tail pinned to FP32 for the
+      layers between; 10.x and 11.x build it strongly typed ("use explicit quantization with
+      strong typing; precision-control build flags are not required", 10.x/11.x guide).
+    - INT8 from an FP32 ONNX (implicit quantization): an entropy calibrator measures the
+      ranges (`calibrated`), INT8 + FP16 flags with the tail pinned to FP32; 8.x and 10.x
+      only (calibrators are deprecated since 10.1 and gone in 11.0).
     """
-    if precision not in ("fp16", "fp32"):
-        raise EngineError(f"precision must be fp16 or fp32, got {precision!r}")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise EngineError(f"precision must be fp16, fp32 or int8, got {precision!r}")
     if dla and precision == "fp32":
         raise EngineError(DLA_FP32)
     major = trt_major(trt_version)
@@ -107,6 +127,30 @@ def build_settings(
     pin = False
     if major < 10:
         net.append("EXPLICIT_BATCH")
+    if onnx_precision == "int8" and precision != "int8":
+        raise EngineError("this ONNX is INT8 (Q/DQ): build it with --int8")
+    if precision == "int8":
+        if onnx_precision == "fp16":
+            raise EngineError("an INT8 engine needs an FP32 or an INT8 ONNX, not an FP16 one")
+        if onnx_precision == "int8" and major >= 10:
+            if major == 10:
+                net.append("STRONGLY_TYPED")
+            return BuildSettings(
+                tuple(net), ("GPU_FALLBACK",) if dla else (), False, strongly_typed=True
+            )
+        if onnx_precision != "int8":
+            if major >= 11:
+                raise EngineError(NO_CALIBRATORS.format(v=trt_version))
+            if not calibrated:
+                raise EngineError(
+                    "an INT8 engine from an FP32 ONNX needs calibration images: give "
+                    "--calibration DATA, or build an INT8 ONNX (`main.py export WEIGHTS "
+                    "--int8 --int8-target tensorrt --calibration DATA`)"
+                )
+        flags += ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]
+        if dla:
+            flags.append("GPU_FALLBACK")
+        return BuildSettings(tuple(net), tuple(flags), True, False)
     strongly_typed = major >= 11 or (major >= 10 and onnx_precision == "fp16")
     if strongly_typed:
         if major == 10:
@@ -225,6 +269,88 @@ def gpu_identity(device: int = 0) -> tuple[str, str]:
     return name.strip("\x00 "), f"{prop.major}{prop.minor}"
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Images for TensorRT's INT8 calibration of an FP32 ONNX.
+
+    frames: returns an iterator of uint8 [1, S, S, 3] BGR frames (the network's input);
+    key: identifies the image set (the calibration cache and the engine cache are keyed by
+    it); source: a description for messages."""
+
+    frames: Callable[[], Iterator[np.ndarray]]
+    key: str
+    source: str = ""
+
+
+def make_calibrator(trt, cudart, calibration: Calibration, shape, cache_path: Path, log=print):
+    """An IInt8EntropyCalibrator2 (the calibrator NVIDIA recommends for CNNs) that feeds the
+    frames one at a time through one device buffer, and reads/writes the calibration cache
+    so a rebuild (another workspace, a new TensorRT timing) needs no images. The Python
+    interface is TensorRT's (samples/python/int8_caffe_mnist/calibrator.py, release/8.6):
+    get_batch_size(), get_batch(names) -> [device pointer] or None when done,
+    read_calibration_cache() -> bytes or None, write_calibration_cache(cache)."""
+    base = getattr(trt, "IInt8EntropyCalibrator2", None)
+    if base is None:
+        raise EngineError(NO_CALIBRATORS.format(v=trt.__version__))
+    nbytes = int(np.prod(shape))
+
+    class EntropyCalibrator(base):
+        def __init__(self) -> None:
+            base.__init__(self)  # pybind11 trampolines need the base initialized
+            self.frames = None
+            self.count = 0
+            self.host_ptr = self.device = self.stream = None
+            self.stream = _check(
+                cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                "cudaStreamCreateWithFlags",
+            )
+            self.host_ptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+            buf = (ctypes.c_uint8 * nbytes).from_address(self.host_ptr)
+            self.host = np.frombuffer(buf, np.uint8).reshape(shape)
+            self.device = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+
+        def get_batch_size(self) -> int:
+            return int(shape[0])
+
+        def get_batch(self, names, *_):
+            if self.frames is None:
+                self.frames = iter(calibration.frames())
+            frame = next(self.frames, None)
+            if frame is None:
+                return None
+            self.host[...] = np.asarray(frame, np.uint8).reshape(shape)
+            kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            _check(
+                cudart.cudaMemcpyAsync(self.device, self.host_ptr, nbytes, kind, self.stream),
+                "cudaMemcpyAsync",
+            )
+            _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+            self.count += 1
+            return [int(self.device)]
+
+        def read_calibration_cache(self):
+            if cache_path.is_file():
+                log(f"calibration cache: {cache_path} (no images needed)")
+                return cache_path.read_bytes()
+            log(f"calibrating on {calibration.source or 'the given images'}")
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            atomic_write_bytes(cache_path, bytes(cache))
+            log(f"calibration cache written: {cache_path} ({self.count} images)")
+
+        def close(self) -> None:
+            if self.device is not None:
+                cudart.cudaFree(self.device)
+            if self.host_ptr is not None:
+                cudart.cudaFreeHost(self.host_ptr)
+            if self.stream is not None:
+                cudart.cudaStreamDestroy(self.stream)
+            self.device = self.host_ptr = self.stream = None
+
+    return EntropyCalibrator()
+
+
 def build_engine(
     onnx_path: str | Path,
     output: str | Path | None = None,
@@ -233,16 +359,32 @@ def build_engine(
     dla_core: int | None = None,
     cache_dir: str | Path | None = None,
     log=print,
+    calibration: Calibration | None = None,
 ) -> Path:
     """Builds (or finds in the cache) the engine of an exported ONNX for this GPU and TensorRT.
 
-    The timing cache in `cache_dir` is reused between builds. Returns the engine's path.
+    The timing cache in `cache_dir` is reused between builds. An INT8 ONNX (Q/DQ) always
+    builds INT8; `calibration` makes an INT8 engine of an FP32 ONNX (TensorRT 8.x/10.x), its
+    calibration cache kept in `cache_dir`. Returns the engine's path.
     """
     if dla_core is not None and precision == "fp32":
         raise EngineError(DLA_FP32)
     trt = _import_trt()
     onnx_path = Path(onnx_path)
     info = read_onnx_info(onnx_path)
+    if info.precision == "int8":
+        if info.quantized_for not in ("tensorrt", "unknown"):
+            raise EngineError(
+                f"{onnx_path} is quantized for {info.quantized_for} (unsigned activations), "
+                "which TensorRT does not take: export it with --int8-target tensorrt"
+            )
+        if precision != "int8":
+            log(f"{onnx_path.name} is an INT8 (Q/DQ) ONNX: building INT8")
+            precision = "int8"
+    if precision == "int8" and info.precision == "fp32" and calibration is None:
+        build_settings(trt.__version__, precision, info.precision, dla_core is not None)
+    if precision != "int8" or info.precision == "int8":
+        calibration = None  # only an implicit INT8 build calibrates
     sha = sha256_file(onnx_path)
     gpu, cc = gpu_identity()
     name = engine_cache_name(sha, trt.__version__, gpu, cc, precision, dla_core)
@@ -255,6 +397,7 @@ def build_engine(
         "sm": cc,
         "precision": precision,
         "dla_core": dla_core,
+        "calibration": calibration.key if calibration else None,
         "onnx": str(onnx_path),
     }
     sidecar = out.with_suffix(out.suffix + ".json")
@@ -268,7 +411,9 @@ def build_engine(
             log(f"engine up to date: {out}")
             return out
         log(f"engine {out} was built for another ONNX, TensorRT or GPU: rebuilding")
-    settings = build_settings(trt.__version__, precision, info.precision, dla_core is not None)
+    settings = build_settings(
+        trt.__version__, precision, info.precision, dla_core is not None, calibration is not None
+    )
     from engine.runtime.trt_compat import require_compatible
 
     # Before TensorRT sees the file: what its parser would reject or misread, in one line.
@@ -301,8 +446,25 @@ def build_engine(
     timing_path = cache_dir / f"timing_trt{trt.__version__}_sm{cc}.cache"
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing, False)
-    log(f"building a {precision} TensorRT {trt.__version__} engine for {gpu} (minutes on a Jetson)")
-    serialized = builder.build_serialized_network(network, config)
+    calibrator = None
+    if calibration is not None:
+        if trt_major(trt.__version__) >= 10:
+            log(f"note: TensorRT {trt.__version__} deprecates calibrators; an INT8 ONNX (export "
+                "--int8 --int8-target tensorrt) is the lasting way")  # fmt: skip
+        calib_path = cache_dir / (
+            f"calibration_{sha[:12]}_{calibration.key[:12]}_trt{trt.__version__}.cache"
+        )
+        shape = (1, info.input_size, info.input_size, 3)
+        calibrator = make_calibrator(trt, _import_cudart(), calibration, shape, calib_path, log)
+        config.int8_calibrator = calibrator
+    article = "an" if precision == "int8" else "a"
+    what = f"{article} {precision} TensorRT {trt.__version__} engine"
+    log(f"building {what} for {gpu} (minutes on a Jetson)")
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.close()
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path} (see its messages above)")
     # The model description first (the runtime needs the class names), the build sidecar

@@ -197,6 +197,8 @@ def _node_problems(n, graph: _Graph, rules: ParserRules) -> list[str]:
     # UINT8 only as a network input read by a Cast to FP32/FP16 (8.5: builtin_op_importers.cpp
     # 316-320 and notInvalidType(..., {"UINT8"}); 8.6+: "TensorRT does not support UINT8
     # types for intermediate tensors!", ModelImporter.cpp 8.6-GA:241-254, 10.0-GA:241-255).
+    if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        return _qdq_problems(n, graph, rules)
     reads_uint8 = any(graph.types.get(i) == TensorProto.UINT8 for i in n.input)
     if reads_uint8 and (
         n.op_type != "Cast" or attrs.get("to") not in (TensorProto.FLOAT, TensorProto.FLOAT16)
@@ -263,6 +265,41 @@ def _node_problems(n, graph: _Graph, rules: ParserRules) -> list[str]:
     return out
 
 
+def _qdq_problems(n, graph: _Graph, rules: ParserRules) -> list[str]:
+    """QuantizeLinear/DequantizeLinear as onnx-tensorrt's QuantDequantLinearHelper takes them
+    (8.5-GA builtin_op_importers.cpp:1184-1260, 8.6-GA:1157-1236, 10.1-GA
+    onnxOpImporters.cpp:1346-1470): INT8 only, never UINT8 data or zero points
+    (notInvalidType(..., {"UINT8"}) in every version); constant zero points all zero ("TensorRT
+    only supports symmetric quantization"); constant scales all positive; 8.x needs the zero
+    point as the third input; IDequantizeLayer takes INT8 input only."""
+    from onnx import TensorProto
+
+    release = f"TensorRT {rules.release}"
+    out: list[str] = []
+    data, zero = n.input[0], (n.input[2] if len(n.input) > 2 else "")
+    unsigned = graph.types.get(zero) == TensorProto.UINT8 or (
+        n.op_type == "DequantizeLinear" and graph.types.get(data) == TensorProto.UINT8
+    )
+    if unsigned:
+        out.append(
+            f"{release} quantizes to signed INT8 only, not UINT8 (an INT8 ONNX for ONNX "
+            "Runtime: export with --int8-target tensorrt)"
+        )
+    if n.op_type == "DequantizeLinear" and graph.types.get(data) == TensorProto.INT32:
+        # IDequantizeLayer: INT8 input only (NvInfer.h release/8.6:6127-6130; INT8, FP8 or
+        # INT4 in release/10.3:5468-5472)
+        out.append(f"{release} dequantizes INT8 only, not INT32 (keep biases in float)")
+    if not zero and rules.release.startswith("8"):
+        out.append(f"{release} needs the zero point (3 inputs) for INT8")
+    z = graph.value(zero) if zero else None
+    if z is not None and np.any(z != 0):
+        out.append(f"{release} takes symmetric quantization only: the zero point must be 0")
+    scale = graph.value(n.input[1]) if len(n.input) > 1 else None
+    if scale is not None and not np.all(scale > 0):
+        out.append("scale coefficients must all be positive")
+    return out
+
+
 def _plugin_problems(op: str, attrs: dict) -> list[str]:
     """EfficientNMS_TRT's creator checks (efficientNMSPlugin.cpp release/10.3:456-499)."""
     version = attrs.get("plugin_version", b"1")
@@ -302,9 +339,10 @@ def _io_problems(g, rules: ParserRules) -> list[str]:
 
 
 def require_compatible(model, trt_version: str, source: str = "the ONNX") -> None:
-    """Raises EngineError naming every problem `check_graph` finds."""
+    """Raises EngineError naming the problems `check_graph` finds (the first three)."""
     problems = check_graph(model, trt_version)
     if problems:
-        raise EngineError(
-            f"{source} would not build with TensorRT {trt_version}: " + "; ".join(problems)
-        )
+        shown = "; ".join(problems[:3])
+        if len(problems) > 3:
+            shown += f"; and {len(problems) - 3} more (`main.py build --check` lists them)"
+        raise EngineError(f"{source} would not build with TensorRT {trt_version}: {shown}")

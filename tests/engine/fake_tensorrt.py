@@ -49,6 +49,9 @@ from onnx import TensorProto
 from engine.runtime.trt_compat import _OPS_10, _OPS_85, _OPS_86
 
 MAGIC = b"FAKE-TRT-ENGINE\n"
+CALIBRATION_HEADER = (
+    b"TRT-EntropyCalibration2-"  # the real cache starts "TRT-8601-EntropyCalibration2"
+)
 
 
 def _version(v: str) -> tuple[int, int]:
@@ -115,7 +118,8 @@ def make_tensorrt(version: str, dla_cores: int = 2):
 
     layer_types = ["CONVOLUTION", "ACTIVATION", "POOLING", "ELEMENTWISE", "UNARY", "SOFTMAX",
                    "CONCATENATION", "SHUFFLE", "SLICE", "SHAPE", "GATHER", "TOPK", "REDUCE",
-                   "CONSTANT", "IDENTITY", "PLUGIN_V2", "NMS"]  # fmt: skip
+                   "CONSTANT", "IDENTITY", "PLUGIN_V2", "NMS", "QUANTIZE",
+                   "DEQUANTIZE"]  # fmt: skip
     if not v85:
         layer_types.append("CAST")  # pyGraph.cpp 8.6:253; absent in 8.5
     if major >= 10:
@@ -296,10 +300,19 @@ def make_tensorrt(version: str, dla_cores: int = 2):
         def build_serialized_network(self, network, config):
             try:
                 _validate(network, config)
+                calibrated = _int8(network, config)
             except BuildFailure as e:
                 trt.log.append(f"[E] {e}")
                 return None  # what TensorRT returns when the build fails
-            trt.builds.append({"flags": set(config.flags), "device": config.default_device_type})
+            trt.builds.append(
+                {
+                    "flags": set(config.flags),
+                    "device": config.default_device_type,
+                    "strongly_typed": _strongly_typed(network),
+                    "qdq": _qdq(network),
+                    "calibrated": calibrated,
+                }
+            )
             header = json.dumps({"tensorrt": version}).encode()
             return HostMemory(MAGIC + header + b"\n" + network.onnx_bytes)
 
@@ -325,13 +338,31 @@ def make_tensorrt(version: str, dla_cores: int = 2):
         def serialize(self):
             return HostMemory(b"TIMING-" + version.encode())
 
+    if major < 11:
+
+        class IInt8EntropyCalibrator2:
+            """pyInt8.cpp 8.6:293 (py::init<>): subclasses must call this __init__ (pybind11
+            trampolines); the builder calls get_batch_size(), get_batch(names) until it gives
+            None or [], read_calibration_cache() and write_calibration_cache(buffer).
+            Removed in 11.0 (calibrators deprecated since 10.1, NvInfer.h 10.3:8823)."""
+
+            def __init__(self):
+                self._trt_initialized = True
+
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+        config_slots = ("int8_calibrator",)  # pyCore.cpp 8.6:1171 def_property
+    else:
+        config_slots = ()
+
     class Config:
         """IBuilderConfig (pyCore.cpp 8.5:1054-1103, 10.3:1434-1489); no other attributes."""
 
         __slots__ = ("flags", "default_device_type", "DLA_core", "pools", "timing_cache",
-                     "timing_in")  # fmt: skip
+                     "timing_in", *config_slots)  # fmt: skip
 
         def __init__(self):
+            if config_slots:
+                self.int8_calibrator = None
             self.flags: set = set()
             self.default_device_type = trt.DeviceType.GPU
             self.DLA_core = -1
@@ -411,6 +442,81 @@ def make_tensorrt(version: str, dla_cores: int = 2):
                     raise BuildFailure("DLA only supports FP16 and Int8 precision type")
                 trt.log.append("[W] DLA only supports FP16 and Int8: layers run on the GPU")
 
+    def _strongly_typed(network):
+        return major >= 11 or (
+            major == 10 and bool(network.flags & (1 << net_flags["STRONGLY_TYPED"]))
+        )
+
+    def _qdq(network):
+        return any(layer.type.name in ("QUANTIZE", "DEQUANTIZE") for layer in network.layers)
+
+    def _int8(network, config):
+        """INT8: explicit (Q/DQ layers) or implicit (BuilderFlag.INT8 with a calibrator).
+        Returns the number of calibration batches the calibrator gave (0: none asked, -1:
+        read from its cache)."""
+        f = trt.BuilderFlag
+        int8_flag = "INT8" in f.__members__ and f.INT8 in config.flags
+        qdq = _qdq(network)
+        if _strongly_typed(network) and major == 10:
+            # "Setting layer precision and layer output types is not allowed" (NvInfer.h
+            # 10.3:9616-9619); precision flags have no meaning there
+            asked = {n for n in ("FP16", "INT8") if getattr(f, n) in config.flags}
+            if asked:
+                raise BuildFailure(
+                    f"a strongly typed network takes no {', '.join(sorted(asked))} flag"
+                )
+            if any(layer._precision_set or layer._out_types for layer in network.layers):
+                raise BuildFailure("a strongly typed network's layer precisions are not settable")
+        if qdq and major < 10 and not int8_flag:
+            # "To enable any quantization operations, the INT8 flag must be set in the builder
+            # configuration" (TensorRT 8.6 developer guide, Working with INT8)
+            raise BuildFailure("Q/DQ layers in the network but BuilderFlag.INT8 is not set")
+        calibrator = getattr(config, "int8_calibrator", None)
+        if not int8_flag:
+            return 0
+        if qdq:
+            if calibrator is not None:  # explicit quantization ignores it
+                trt.log.append("[W] Calibrator won't be used in explicit precision mode. Use "
+                               "quantization aware training to generate network with "
+                               "Quantize/Dequantize nodes.")  # fmt: skip
+            return 0
+        if calibrator is None:
+            raise BuildFailure("Calibration failure occurred with no scaling factors detected. "
+                               "This could be due to no int8 calibrator or insufficient custom "
+                               "scales for network layers.")  # fmt: skip
+        if not getattr(calibrator, "_trt_initialized", False):
+            raise TypeError("IInt8EntropyCalibrator2.__init__() must be called when "
+                            "overriding __init__")  # fmt: skip
+        cache = calibrator.read_calibration_cache()
+        if cache is not None and len(bytes(cache)):
+            if not bytes(cache).startswith(CALIBRATION_HEADER + version.encode()):
+                raise BuildFailure("calibration cache from another TensorRT version")
+            return -1
+        names = [t.name for t in network.inputs]
+        batch = calibrator.get_batch_size()
+        count, digest = 0, 0
+        while True:
+            try:  # pyInt8.cpp 8.6:52-75: exceptions are printed and end the calibration
+                ptrs = calibrator.get_batch(names)
+            except Exception as e:  # noqa: BLE001
+                trt.log.append(f"[ERROR] Exception caught in get_batch(): {e}")
+                break
+            if ptrs is None or len(ptrs) == 0:
+                break
+            if len(ptrs) != len(names) or not all(isinstance(p, int) for p in ptrs):
+                raise BuildFailure("get_batch must give one device pointer per input")
+            for p, t in zip(ptrs, network.inputs):
+                nbytes = batch * int(np.prod(t.shape[1:])) * np.dtype(np_of[t.dtype.name]).itemsize
+                data = CUDA.view(p, nbytes)  # ValueError for memory that is not on the device
+                digest = (digest * 31 + int(np.frombuffer(data, np.uint8).sum())) % (1 << 61)
+            count += 1
+        if count == 0:
+            raise BuildFailure("Calibration failure occurred with no scaling factors detected.")
+        calibrator.write_calibration_cache(
+            memoryview(CALIBRATION_HEADER + version.encode() + b"\n" + str(digest).encode())
+        )
+        return count
+
     _CASTS: dict[str, object] = {}  # 8.5 Cast layers by name -> their target type
 
     class OnnxParser:
@@ -481,7 +587,8 @@ def make_tensorrt(version: str, dla_cores: int = 2):
         types_of.update({t.name: t.data_type for t in g.initializer})
         tensors: dict[str, object] = {}
         for v in g.input:
-            t = Tensor(v.name, _trt_type(v.type.tensor_type.elem_type))
+            dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+            t = Tensor(v.name, _trt_type(v.type.tensor_type.elem_type), dims)
             t.is_network_input = True
             tensors[v.name] = t
             network.inputs.append(t)
@@ -518,6 +625,16 @@ def make_tensorrt(version: str, dla_cores: int = 2):
                 layer = network.add(name, "PLUGIN_V2", ins, out_t, list(node.output))
                 _PLUGIN_TYPES[layer.name] = {i: k for i, k in enumerate(kinds) if k}
             else:
+                if op in ("QuantizeLinear", "DequantizeLinear"):
+                    _check_qdq(idx, node, ins, inits)
+                    q = op == "QuantizeLinear"
+                    layer = network.add(name, "QUANTIZE" if q else "DEQUANTIZE", ins[:2],
+                                        [DataType.INT8 if q else DataType.FLOAT],
+                                        list(node.output))  # fmt: skip
+                    for i, o in enumerate(node.output):
+                        layer.get_output(i).name = o
+                        tensors[o] = layer.get_output(i)
+                    continue
                 uint8_in = [t for t in ins if t.dtype == DataType.UINT8]
                 if uint8_in and v85 and op != "Cast":  # notInvalidType(..., {"UINT8"})
                     raise _ParseError(idx, "UNSUPPORTED_NODE", f"{op} does not take UINT8")
@@ -597,6 +714,31 @@ def make_tensorrt(version: str, dla_cores: int = 2):
         network.onnx_bytes = data
 
     _PLUGIN_TYPES: dict[str, dict] = {}
+
+    def _check_qdq(idx, node, ins, inits):
+        """QuantDequantLinearHelper (8.6-GA builtin_op_importers.cpp:1157-1236; 8.5-GA
+        1184-1260; 10.1-GA onnxOpImporters.cpp:1346-1470)."""
+        if ins[0].dtype == DataType.UINT8 or (
+            node.op_type == "QuantizeLinear" and len(ins) > 2 and ins[2].dtype == DataType.UINT8
+        ):  # CHECK(notInvalidType(inputs.at(0) / inputs.at(2), {"UINT8"}))
+            raise _ParseError(idx, "UNSUPPORTED_NODE", "Found invalid input type of UINT8")
+        if node.op_type == "DequantizeLinear" and ins[0].dtype == DataType.INT32:
+            # IDequantizeLayer: INT8 input only (NvInfer.h 8.6:6127-6130, 10.3:5468-5472)
+            raise _ParseError(idx, "UNSUPPORTED_NODE", "IDequantizeLayer input must be INT8")
+        if len(node.input) < 3 and major < 10:
+            raise _ParseError(idx, "INVALID_NODE", "This version of TensorRT requires 3 inputs "
+                              "for the INT8 QuantizeLinear/DequantizeLinear operator.")  # fmt: skip
+        if len(node.input) > 2 and node.input[2] in inits:
+            zero = onnx.numpy_helper.to_array(inits[node.input[2]])
+            if np.any(zero != 0):
+                raise _ParseError(idx, "INVALID_NODE", "TensorRT only supports symmetric "
+                                  "quantization. The zero point for the "
+                                  "QuantizeLinear/DequantizeLinear operator must be all "
+                                  "zeros.")  # fmt: skip
+        if node.input[1] in inits:
+            scale = onnx.numpy_helper.to_array(inits[node.input[1]])
+            if not np.all(scale > 0):
+                raise _ParseError(idx, "INVALID_NODE", "Scale coefficients must all be positive")
 
     def _run_misread(misread, model):
         """The graph as this parser reads it, run once: where it does not hold together, the

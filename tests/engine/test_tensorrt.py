@@ -519,3 +519,208 @@ def test_the_check_reads_every_kind_of_constant_and_knows_minor_versions():
         problems = check_graph(m, version)
         assert len(problems) == 1, (version, problems)
         assert "Pow node pow: an integer exponent" in problems[0]
+
+
+# --- INT8 ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_graphs(graphs, tmp_path_factory):
+    """The exported MobileNetV2 graph quantized in both flavours on 4 synthetic frames (the
+    structure matters here; tests/engine/test_quantize.py measures accuracy on real data)."""
+    from engine.export.quantize import quantize_onnx
+
+    d = tmp_path_factory.mktemp("int8")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(4):
+        p = d / f"frame{i}.png"
+        cv2.imwrite(str(p), rng.integers(0, 255, (240, 320, 3), np.uint8))
+        images.append(p)
+    fp32 = graphs["mobilenet_v2", "onnx", "fp32"]
+    return {
+        t: quantize_onnx(fp32, d / f"{t}.onnx", images, target=t)
+        for t in ("onnxruntime", "tensorrt")
+    }
+
+
+def frames_of(n, size=300):
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 255, (1, size, size, 3), np.uint8) for _ in range(n)]
+
+
+def test_int8_build_settings_per_version():
+    s = T.build_settings("8.6.2", "int8", "int8")
+    assert (s.network_flags, s.builder_flags, s.pin_fp32) == (
+        ("EXPLICIT_BATCH",),
+        ("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"),
+        True,
+    )
+    s = T.build_settings("10.3.0", "int8", "int8", dla=True)
+    assert (s.network_flags, s.builder_flags, s.strongly_typed) == (
+        ("STRONGLY_TYPED",),
+        ("GPU_FALLBACK",),
+        True,
+    )
+    s = T.build_settings("11.1.0", "int8", "int8")
+    assert (s.network_flags, s.builder_flags, s.strongly_typed) == ((), (), True)
+    s = T.build_settings("10.3.0", "int8", "fp32", calibrated=True)
+    assert s.builder_flags == ("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS")
+    assert s.pin_fp32
+    with pytest.raises(EngineError, match="removed INT8 calibration"):
+        T.build_settings("11.1.0", "int8", "fp32", calibrated=True)
+    with pytest.raises(EngineError, match="needs calibration images"):
+        T.build_settings("8.6.2", "int8", "fp32")
+    with pytest.raises(EngineError, match="not an FP16 one"):
+        T.build_settings("8.6.2", "int8", "fp16")
+    with pytest.raises(EngineError, match="build it with --int8"):
+        T.build_settings("8.6.2", "fp16", "int8")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_int8_onnx_builds_explicitly_on_every_version(
+    int8_graphs, with_trt, tmp_path, version, real_frame
+):
+    """Q/DQ (explicit quantization): 8.x with the INT8 flag, 10.x and 11.x strongly typed;
+    the engine runs and gives ONNX Runtime's detections of the same graph."""
+    trt = with_trt(version)
+    onnx_path = int8_graphs["tensorrt"]
+    logs = []
+    det = T.TensorRTDetector(onnx_path, cache_dir=tmp_path, log=logs.append)  # fp16 asked
+    built = trt.builds[-1]
+    assert built["qdq"]
+    assert built["calibrated"] == 0
+    assert any("is an INT8 (Q/DQ) ONNX: building INT8" in m for m in logs)
+    if version.startswith("8"):
+        assert trt.BuilderFlag.INT8 in built["flags"]
+        assert not built["strongly_typed"]
+    else:
+        assert built["strongly_typed"]
+        assert built["flags"] == set()
+    assert "_int8_" in next(tmp_path.glob("*.engine")).name
+    reference = OnnxRuntimeDetector(onnx_path).detect(real_frame, score_threshold=0.0)
+    got = det.detect(real_frame, score_threshold=0.0)
+    det.close()
+    np.testing.assert_allclose(got.boxes, reference.boxes, atol=1e-3)
+    assert got.names == reference.names
+
+
+def test_the_onnxruntime_flavour_is_refused_by_tensorrt_with_the_way_out(
+    int8_graphs, with_trt, tmp_path, monkeypatch
+):
+    trt = with_trt("10.3.0")
+    with pytest.raises(EngineError, match="quantized for onnxruntime.*--int8-target tensorrt"):
+        T.build_engine(int8_graphs["onnxruntime"], precision="int8", cache_dir=tmp_path)
+    # the parser itself refuses it as onnx-tensorrt does (notInvalidType UINT8) ...
+    _, _, ok, errors = parse(trt, int8_graphs["onnxruntime"])
+    assert not ok
+    assert "Found invalid input type of UINT8" in errors[0]
+    # ... and `auto` sends it to ONNX Runtime even where TensorRT is installed
+    from engine.runtime import detector as D
+
+    monkeypatch.setattr(D, "available_backends", lambda: ["tensorrt", "onnxruntime"])
+    with D.open_detector(int8_graphs["onnxruntime"]) as det:
+        assert det.backend == "onnxruntime"
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0"])
+def test_an_fp32_onnx_is_calibrated_once_then_the_cache_is_used(
+    graphs, with_trt, tmp_path, version
+):
+    """Implicit INT8 (8.x, deprecated 10.x): the entropy calibrator feeds every frame through
+    a device buffer, writes the calibration cache, and a rebuild reads the cache instead of
+    the images; device memory is freed; another image set is another engine."""
+    trt = with_trt(version)
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
+    pulled = []
+
+    def frames():
+        for f in frames_of(5):
+            pulled.append(f)
+            yield f
+
+    cal = T.Calibration(frames, "a" * 64, "5 frames")
+    logs = []
+    out = T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
+                         calibration=cal)  # fmt: skip
+    assert trt.builds[-1]["calibrated"] == 5
+    assert len(pulled) == 5
+    assert trt.BuilderFlag.INT8 in trt.builds[-1]["flags"]
+    assert any(m.startswith("kept ") for m in logs)  # the float tail pinned to FP32
+    assert version.startswith("10") == any("deprecates calibrators" in m for m in logs)
+    caches = list(tmp_path.glob("calibration_*.cache"))
+    assert len(caches) == 1
+    assert caches[0].read_bytes().startswith(F.CALIBRATION_HEADER)
+    assert F.CUDA.buffers == {}  # the calibrator's buffers are freed
+    assert T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
+                          calibration=cal) == out  # fmt: skip
+    assert logs[-1].startswith("engine up to date")
+    out.unlink()
+    T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
+                   calibration=cal)  # fmt: skip
+    assert trt.builds[-1]["calibrated"] == -1
+    assert len(pulled) == 5
+    other = T.Calibration(lambda: iter(frames_of(2)), "b" * 64, "2 frames")
+    T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
+                   calibration=other)  # fmt: skip
+    assert trt.builds[-1]["calibrated"] == 2
+    assert any("another ONNX, TensorRT or GPU: rebuilding" in m for m in logs)
+
+
+def test_int8_without_calibration_or_on_tensorrt_11_is_a_clear_error(graphs, with_trt, tmp_path):
+    onnx_path = graphs["mobilenet_v2", "onnx", "fp32"]
+    with_trt("8.6.2")
+    with pytest.raises(EngineError, match="needs calibration images: give --calibration"):
+        T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path)
+    with_trt("11.1.0")
+    cal = T.Calibration(lambda: iter(frames_of(1)), "c" * 64)
+    with pytest.raises(EngineError, match="TensorRT 11.1.0 removed INT8 calibration"):
+        T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, calibration=cal)
+
+
+def test_the_fake_builder_fails_as_tensorrt_does_without_scales(graphs, with_trt):
+    """What the calibrator prevents: an INT8 flag with neither Q/DQ nor a calibrator fails
+    the build ("Calibration failure occurred with no scaling factors detected")."""
+    trt = with_trt("8.6.2")
+    builder, network, ok, _ = parse(trt, graphs["mobilenet_v2", "onnx", "fp32"])
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.INT8)
+    assert ok
+    assert builder.build_serialized_network(network, config) is None
+    assert "no scaling factors" in trt.log[-1]
+
+
+def test_dla_takes_int8(graphs, int8_graphs, with_trt, tmp_path):
+    trt = with_trt("8.6.2")
+    cal = T.Calibration(lambda: iter(frames_of(2)), "d" * 64)
+    out = T.build_engine(graphs["mobilenet_v2", "onnx", "fp32"], precision="int8", dla_core=0,
+                         cache_dir=tmp_path, log=lambda m: None, calibration=cal)  # fmt: skip
+    assert "_int8_dla0_" in out.name
+    built = trt.builds[-1]
+    assert built["device"] == trt.DeviceType.DLA
+    assert {trt.BuilderFlag.INT8, trt.BuilderFlag.GPU_FALLBACK} <= built["flags"]
+    with_trt("10.3.0")
+    out = T.build_engine(int8_graphs["tensorrt"], precision="int8", dla_core=1,
+                         cache_dir=tmp_path, log=lambda m: None)  # fmt: skip
+    assert "_int8_dla1_" in out.name
+
+
+def test_build_int8_on_the_command_line(int8_graphs, graphs, with_trt, tmp_path, shared_data,
+                                        capsys):  # fmt: skip
+    import main
+
+    with_trt("8.6.2")
+    cache = tmp_path / "cache"
+    code = main.main(["build", str(graphs["mobilenet_v2", "onnx", "fp32"]), "--int8",
+                      "--calibration", str(shared_data / "images"), "--calibration-images", "3",
+                      "--cache-dir", str(cache)])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "calibrating on 3 of " in out
+    assert "calibration cache written" in out
+    assert main.main(["build", str(int8_graphs["tensorrt"]), "--int8", "--cache-dir",
+                      str(cache)]) == 0  # fmt: skip
+    code = main.main(["build", str(graphs["mobilenet_v2", "onnx", "fp32"]), "--calibration",
+                      str(shared_data / "images")])  # fmt: skip
+    assert code == 1
+    assert "--calibration is for --int8 builds" in capsys.readouterr().err
