@@ -156,20 +156,46 @@ def run_bench(
     return results
 
 
+def runs_on(model: Path, backend: str) -> bool:
+    """Whether a backend runs this kind of model file (PyTorch runs weights; ONNX Runtime
+    runs ONNX, and weights through an export; TensorRT runs ONNX, weights through an export,
+    and engines)."""
+    suffix = model.suffix.lower()
+    if backend in ("torch", "torch-nchw"):
+        return suffix == ".safetensors"
+    if backend == "onnxruntime":
+        return suffix in (".safetensors", ".onnx")
+    return True
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One result of several models' runs: rows named "MODEL backend", the first row the
+    reference of the speed-up column."""
+    merged = {**runs[0], "model": ", ".join(r["model"] for r in runs), "backends": {}}
+    names = [Path(r["model"]).name for r in runs]
+    for i, r in enumerate(runs):
+        label = names[i] if names.count(names[i]) == 1 else r["model"]  # a/x.onnx, b/x.onnx
+        for name, row in r["backends"].items():
+            merged["backends"][f"{label} {name}"] = row
+    return merged
+
+
 def format_table(results: dict) -> str:
     lines = [
         f"{results['date']}, {results['machine']}, model {results['model']}"
         + (f", video {results['video']}" if results["video"] else ""),
-        "| backend | device | p50 ms | p90 ms | p99 ms | FPS (batch 1) | batched img/s "
-        "| end-to-end FPS | e2e / backend | decode | resize | infer | post | draw | encode "
-        "(ms/frame) |",
-        "|" + "---|" * 15,
+        "| backend | device | p50 ms | p90 ms | p99 ms | FPS (batch 1) | vs first row "
+        "| batched img/s | end-to-end FPS | e2e / backend | decode | resize | infer | post "
+        "| draw | encode (ms/frame) |",
+        "|" + "---|" * 16,
     ]
+    first = next((r["backend"]["fps"] for r in results["backends"].values() if "backend" in r), 0)
     for name, r in results["backends"].items():
         if "error" in r:
-            lines.append(f"| {name} | unavailable: {r['error']} |" + " |" * 13)
+            lines.append(f"| {name} | unavailable: {r['error']} |" + " |" * 14)
             continue
         b = r["backend"]
+        speedup = f"{b['fps'] / first:.2f}x" if first else "-"
         batched = next((f"{v}" for k, v in b.items() if k.startswith("batch")), "-")
         e = r.get("end_to_end")
         if e:
@@ -183,7 +209,7 @@ def format_table(results: dict) -> str:
             e2e = "- | - | - | - | - | - | - | -"
         lines.append(
             f"| {name} | {r['device']} | {b['p50_ms']} | {b['p90_ms']} | {b['p99_ms']} | "
-            f"{b['fps']} | {batched} | {e2e} |"
+            f"{b['fps']} | {speedup} | {batched} | {e2e} |"
         )
     return "\n".join(lines)
 
@@ -197,17 +223,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure backend latency and end-to-end FPS on a video",
-        description="For each backend: latency p50/p90/p99 and FPS at batch 1 (and batched "
-        "throughput where the backend takes batches), then the end-to-end path on a video "
+        description="For each model and backend: latency p50/p90/p99 and FPS at batch 1 (and "
+        "batched throughput where the backend takes batches), then the end-to-end path on a "
+        "video "
         "(decode, resize, infer, post-process, draw) with per-stage times and the ratio of "
         "end-to-end to backend-only FPS.",
     )
     p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help=".safetensors (exported as needed), .onnx or engine, or a `main.py weights` name "
-        "(default: the shipped SSD300-MobileNetV2 VOC model)",
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help=".safetensors (exported as needed), .onnx (FP32, FP16 or INT8) or engine, or a "
+        "`main.py weights` name (default: the shipped SSD300-MobileNetV2 VOC model); several "
+        "are timed side by side, each on the backends that run it, with the speed-up over "
+        "the first row",
     )
     p.add_argument(
         "--backends",
@@ -222,6 +251,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help=f"video for the end-to-end part (default: {SHARED_VIDEO} if present)",
+    )
+    p.add_argument(
+        "--no-video", action="store_true", help="time the backends only, no end-to-end part"
     )
     p.add_argument(
         "--frames", type=int_in_range(1), default=300, help="end-to-end frames (default 300)"
@@ -241,39 +273,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from engine.runtime.detector import available_backends
     from engine.runtime.models import resolve_model
 
-    args.model = resolve_model(args.model)
-
+    models = [resolve_model(m) for m in (args.models or [None])]
     video = (
         args.video if args.video is not None else (SHARED_VIDEO if SHARED_VIDEO.is_file() else None)
     )
+    if args.no_video:
+        video = None
     if video is not None and not video.is_file():
-        from engine.runtime.detector import EngineError
-
         raise EngineError(f"video not found: {video}")
-    backends = args.backends
-    if backends is None:
-        backends = [
-            b for b in available_backends() if b != "torch" or args.model.suffix == ".safetensors"
-        ]
     import sys
 
     def say(text: str) -> None:  # progress on stderr: the table is the output
         print(f"bench {text}", file=sys.stderr, flush=True)
 
-    results = run_bench(
-        args.model,
-        backends,
-        video,
-        args.frames,
-        args.runs,
-        batch=args.batch,
-        device=args.device,
-        say=say,
-    )
+    runs = []
+    for model in models:
+        backends = [b for b in (args.backends or available_backends()) if runs_on(model, b)]
+        if not backends:
+            wanted = ", ".join(args.backends or available_backends())
+            say(f"{model.name}: none of the backends ({wanted}) runs it here; left out")
+            continue
+        if len(models) > 1:
+            say(f"{model}")
+        runs.append(
+            run_bench(
+                model,
+                backends,
+                video,
+                args.frames,
+                args.runs,
+                batch=args.batch,
+                device=args.device,
+                say=say,
+            )
+        )
+    if not runs:
+        raise EngineError("no backend runs any of the models given")
+    results = runs[0] if len(runs) == 1 else merge_runs(runs)
     print(format_table(results))
     if all("error" in r for r in results["backends"].values()):
-        from engine.runtime.detector import EngineError
-
         raise EngineError("no backend could run the model (see the table)")
     if args.json:
         save_json(results, args.json)

@@ -12,6 +12,7 @@ from engine.commands.args import int_in_range, unit_interval
 DEFAULT_IMAGES = 128
 TARGETS = ("onnxruntime", "tensorrt")
 METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = {"onnxruntime": "minmax", "tensorrt": "percentile"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,8 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--calibration-method",
         choices=METHODS,
-        default="minmax",
-        help="how activation ranges are chosen (default minmax)",
+        default=None,
+        help="how activation ranges are chosen (default: minmax for onnxruntime, percentile "
+        "for tensorrt, whose symmetric ranges suffer most from outliers)",
     )
     p.set_defaults(func=cmd_export)
 
@@ -195,8 +197,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise EngineError(f"weights file not found: {args.weights}")
     if args.int8:
         _check_int8_options(args)
-    elif args.calibration:
-        raise EngineError("--calibration is for --int8 (or `build --int8` for TensorRT 8.x/10.x)")
+    elif args.calibration or args.int8_target != "onnxruntime" or args.calibration_method:
+        raise EngineError(
+            "--calibration, --int8-target and --calibration-method are for --int8 exports"
+        )
     out = export_output(
         args.weights, args.output, args.nms, args.fp16, args.int8_target if args.int8 else None
     )
@@ -253,11 +257,14 @@ def calibration_images(specs: list[str], n: int) -> tuple[list[Path], str]:
 
     paths: list[Path] = []
     for spec in specs:
-        folder = Path(parse_data_spec(spec, None)[0])
+        folder, split = parse_data_spec(spec, None)
+        folder = Path(folder)
         try:
             paths += [s.image for s in load_datasets(spec).samples]
         except DataError:
-            if not folder.is_dir():
+            # a plain folder of images, but never for a dataset with a split: a mistyped
+            # split must not calibrate on every image, the evaluation images included
+            if split is not None or not folder.is_dir():
                 raise
             found = sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p, folder))
             if not found:
@@ -281,7 +288,8 @@ def _export_int8(args: argparse.Namespace, out: Path, options: dict) -> Path:
     from engine.export.quantize import quantize_onnx
 
     images, source = calibration_images(args.calibration, args.calibration_images)
-    print(f"calibration: {source}, {args.calibration_method}, for {args.int8_target}")
+    method = args.calibration_method or DEFAULT_METHOD[args.int8_target]
+    print(f"calibration: {source}, {method}, for {args.int8_target}")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         fp32 = export_weights(args.weights, Path(tmp) / "fp32.onnx", **options)
         return quantize_onnx(
@@ -290,7 +298,7 @@ def _export_int8(args: argparse.Namespace, out: Path, options: dict) -> Path:
             images,
             target=args.int8_target,
             source=source,
-            method=args.calibration_method,
+            method=method,
             progress=lambda it: tqdm(it, total=len(images), desc="calibrating", unit="image"),
         )
 
@@ -301,7 +309,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.check:
         return _check_versions(args.onnx, args.check)
-    from engine.runtime.detector import EngineError
+    from engine.runtime.detector import EngineError, read_onnx_info
 
     if args.dla is not None and args.precision == "fp32":
         raise EngineError(DLA_FP32)
@@ -309,7 +317,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.calibration:
         if args.precision != "int8":
             raise EngineError("--calibration is for --int8 builds")
-        calibration = _calibration(args.calibration, args.calibration_images, args.onnx)
+        if read_onnx_info(args.onnx).precision == "int8":
+            print(f"note: {args.onnx} is an INT8 (Q/DQ) ONNX: its scales are in it, so "
+                  "--calibration is not used")  # fmt: skip
+        else:
+            calibration = _calibration(args.calibration, args.calibration_images, args.onnx)
     workspace = args.workspace or default_workspace_mb(current_platform())
     out = build_engine(
         args.onnx,

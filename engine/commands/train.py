@@ -126,9 +126,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split of every --data without its own")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.add_argument(
-        "--batch-size", type=int_in_range(1), default=16, help="images per batch (default 16)"
+        "--batch-size",
+        type=int_in_range(1),
+        default=16,
+        help="images per batch (default 16; weights only, exported models take one at a time)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "tensorrt"],
+        default=None,
+        help="for an exported model: onnxruntime (default for .onnx) or tensorrt (builds the "
+        "ONNX's engine; default for engines)",
+    )
     p.add_argument(
         "--score-threshold",
         type=float,
@@ -136,7 +146,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lowest score kept (default 0.01, as the paper's evaluation)",
     )
     p.add_argument(
-        "--workers", type=int_in_range(0), default=2, help="data-loading processes (default 2)"
+        "--workers",
+        type=int_in_range(0),
+        default=2,
+        help="data-loading processes (default 2; weights only)",
     )
     p.add_argument("--no-coco", action="store_true", help="skip the COCO metrics")
     p.set_defaults(func=cmd_eval)
@@ -196,8 +209,10 @@ def evaluate_weights(
     score_threshold=0.01,
     workers=2,
     coco=True,
+    backend: str | None = None,
 ) -> dict:
-    """Runs a weights file over a dataset; returns {'voc': ..., 'coco': ..., ...}."""
+    """Runs a weights file (or an exported model: see evaluate_exported, which `backend`
+    is for) over a dataset; returns {'voc': ..., 'coco': ..., ...}."""
     import time
 
     import torch
@@ -211,7 +226,9 @@ def evaluate_weights(
     from training.weights import load_detector
 
     if Path(weights).suffix.lower() != ".safetensors":
-        return evaluate_exported(weights, data_path, split, device, score_threshold, coco)
+        return evaluate_exported(
+            weights, data_path, split, device, score_threshold, coco, backend or "auto"
+        )
     dev = pick_device(device)
     model = load_detector(weights, device=dev).to(memory_format=torch.channels_last)
     data = check_images(load_datasets(data_path, split, list(model.spec.class_names)))
@@ -246,11 +263,14 @@ def evaluate_exported(
     device="auto",
     score_threshold=0.01,
     coco=True,
+    backend: str = "auto",
 ) -> dict:
     """Runs an exported model (ONNX, or a TensorRT engine) over a dataset, one image at a
     time through the runtime's own pre-processing, and scores it as `evaluate_weights` does.
-    The export's score threshold and top-K limit what it can find: export with
-    `--score-threshold 0.01 --top-k 200` for figures comparable with the weights'."""
+    `backend` auto runs an ONNX with ONNX Runtime (the file as it is; `tensorrt` builds and
+    scores its engine) and an engine with TensorRT. The export's score threshold and top-K
+    limit what it can find: export with `--score-threshold 0.01 --top-k 200` for figures
+    comparable with the weights'."""
     import time
 
     import cv2
@@ -262,7 +282,9 @@ def evaluate_exported(
     from training.datasets import load_datasets
     from training.evaluate import ImageDetections, coco_evaluate, voc_evaluate
 
-    with open_detector(model_path, device=device) as det:
+    if backend == "auto":
+        backend = "onnxruntime" if Path(model_path).suffix.lower() == ".onnx" else "tensorrt"
+    with open_detector(model_path, backend=backend, device=device) as det:
         names = list(det.class_names)
         info = det.info
         if info.score_threshold > score_threshold or info.top_k < 200:
@@ -306,6 +328,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.score_threshold,
         args.workers,
         coco=not args.no_coco,
+        backend=args.backend,
     )
     voc = r["voc"]
     width = max(12, *(len(c["class"]) for c in voc["per_class"]))
@@ -331,7 +354,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"COCO: mAP@[.5:.95] {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
             f"small {c['AP_small']:.4f}  medium {c['AP_medium']:.4f}  large {c['AP_large']:.4f}"
         )
-    print(f"{r['images']} images in {r['seconds']:.1f} s")
+    how = f" ({r['backend']}, {r['precision']} model)" if "backend" in r else ""
+    print(f"{r['images']} images in {r['seconds']:.1f} s{how}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(r, indent=2, default=float))

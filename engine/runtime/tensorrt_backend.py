@@ -221,13 +221,16 @@ def engine_cache_name(
     compute_capability: str,
     precision: str,
     dla_core: int | None = None,
+    calibration: str | None = None,
 ) -> str:
     """The engine's file name: an engine only runs on the TensorRT version and GPU that built
-    it, so all of them are in the name (and in the sidecar JSON)."""
+    it, so all of them are in the name (and in the sidecar JSON), and a calibrated INT8
+    engine is one per calibration image set (`calibration`, its key)."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
     dla = f"_dla{dla_core}" if dla_core is not None else ""
+    cal = f"-cal{calibration[:8]}" if calibration else ""
     sm = compute_capability
-    return f"ssd300_{onnx_sha[:12]}_{precision}{dla}_trt{trt_version}_{gpu}_sm{sm}.engine"
+    return f"ssd300_{onnx_sha[:12]}_{precision}{cal}{dla}_trt{trt_version}_{gpu}_sm{sm}.engine"
 
 
 def engine_mismatch(meta: dict, trt_version: str, gpu: str, sm: str) -> str | None:
@@ -284,8 +287,9 @@ class Calibration:
 
 def make_calibrator(trt, cudart, calibration: Calibration, shape, cache_path: Path, log=print):
     """An IInt8EntropyCalibrator2 (the calibrator NVIDIA recommends for CNNs) that feeds the
-    frames one at a time through one device buffer, and reads/writes the calibration cache
-    so a rebuild (another workspace, a new TensorRT timing) needs no images. The Python
+    frames one at a time through one device buffer, and reads/writes the calibration cache,
+    so a rebuild (another workspace, a lost engine) does not run the images again (they are
+    still listed: their paths and sizes key the cache). The Python
     interface is TensorRT's (samples/python/int8_caffe_mnist/calibrator.py, release/8.6):
     get_batch_size(), get_batch(names) -> [device pointer] or None when done,
     read_calibration_cache() -> bytes or None, write_calibration_cache(cache)."""
@@ -300,14 +304,18 @@ def make_calibrator(trt, cudart, calibration: Calibration, shape, cache_path: Pa
             self.frames = None
             self.count = 0
             self.host_ptr = self.device = self.stream = None
-            self.stream = _check(
-                cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
-                "cudaStreamCreateWithFlags",
-            )
-            self.host_ptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
-            buf = (ctypes.c_uint8 * nbytes).from_address(self.host_ptr)
-            self.host = np.frombuffer(buf, np.uint8).reshape(shape)
-            self.device = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+            try:
+                self.stream = _check(
+                    cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                    "cudaStreamCreateWithFlags",
+                )
+                self.host_ptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+                buf = (ctypes.c_uint8 * nbytes).from_address(self.host_ptr)
+                self.host = np.frombuffer(buf, np.uint8).reshape(shape)
+                self.device = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+            except BaseException:
+                self.close()  # what was allocated before the failure
+                raise
 
         def get_batch_size(self) -> int:
             return int(shape[0])
@@ -387,7 +395,9 @@ def build_engine(
         calibration = None  # only an implicit INT8 build calibrates
     sha = sha256_file(onnx_path)
     gpu, cc = gpu_identity()
-    name = engine_cache_name(sha, trt.__version__, gpu, cc, precision, dla_core)
+    name = engine_cache_name(
+        sha, trt.__version__, gpu, cc, precision, dla_core, calibration.key if calibration else None
+    )
     cache_dir = fileio.cache_dir("engines", cache_dir)
     out = Path(output) if output else cache_dir / name
     meta = {
@@ -456,11 +466,12 @@ def build_engine(
         )
         shape = (1, info.input_size, info.input_size, 3)
         calibrator = make_calibrator(trt, _import_cudart(), calibration, shape, calib_path, log)
-        config.int8_calibrator = calibrator
     article = "an" if precision == "int8" else "a"
     what = f"{article} {precision} TensorRT {trt.__version__} engine"
     log(f"building {what} for {gpu} (minutes on a Jetson)")
     try:
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
         serialized = builder.build_serialized_network(network, config)
     finally:
         if calibrator is not None:
@@ -469,6 +480,7 @@ def build_engine(
         raise EngineError(f"TensorRT failed to build {onnx_path} (see its messages above)")
     # The model description first (the runtime needs the class names), the build sidecar
     # last: a build killed in between is never taken for an up-to-date engine.
+    sidecar.unlink(missing_ok=True)  # a stale one must never vouch for the new engine
     atomic_write_bytes(described, json.dumps({**info.__dict__, "dla_core": dla_core}).encode())
     atomic_write_bytes(out, bytes(serialized))
     atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))

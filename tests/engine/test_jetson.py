@@ -392,7 +392,9 @@ def test_build_command_uses_the_device_workspace(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(P, "_current", ORIN_NANO)
     monkeypatch.setattr(
-        T, "build_engine", lambda onnx, out, prec, ws, dla, cache: seen.update(ws=ws) or out
+        T,
+        "build_engine",
+        lambda onnx, out, prec, ws, dla, cache, calibration=None: seen.update(ws=ws) or out,
     )
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"")

@@ -58,20 +58,21 @@ def test_the_cli_defaults_are_the_quantizers():
     assert export_cmd.DEFAULT_IMAGES == Q.DEFAULT_IMAGES
     assert export_cmd.TARGETS == Q.TARGETS
     assert export_cmd.METHODS == Q.METHODS
+    assert export_cmd.DEFAULT_METHOD == Q.DEFAULT_METHOD
 
 
-def test_metadata_says_int8_and_how_it_was_calibrated(int8, calibration):
+def test_metadata_says_int8_and_how_it_was_calibrated(fp32, int8, calibration):
     for target, path in int8.items():
         info = read_onnx_info(path)
         assert (info.precision, info.quantized_for) == ("int8", target)
-        assert info.class_names == read_onnx_info(path).class_names
+        assert info.class_names == read_onnx_info(fp32).class_names
         meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         cal = json.loads(meta[C.META_CALIBRATION])
-        assert cal == {"images": len(calibration), "source": "coco128", "method": "minmax",
-                       "target": target}  # fmt: skip
+        assert cal == {"images": len(calibration), "source": "coco128",
+                       "method": Q.DEFAULT_METHOD[target], "target": target}  # fmt: skip
 
 
-def test_the_tail_stays_float_and_every_convolution_is_int8(int8):
+def test_the_tail_and_the_heads_stay_float_and_every_other_convolution_is_int8(int8):
     for target, path in int8.items():
         m, _, nodes = qdq_nodes(path)
         assert nodes, "no quantization at all"
@@ -88,7 +89,14 @@ def test_the_tail_stays_float_and_every_convolution_is_int8(int8):
                 for i in n.input:
                     assert producer.get(i) is None or producer[i].op_type != "DequantizeLinear"
         convs = [n for n in m.graph.node if n.op_type == "Conv"]
+        assert len([c for c in convs if Q.is_head_conv(c)]) == 12  # 6 maps x (boxes, scores)
+        heads = [c for c in convs if Q.is_head_conv(c, Q.FLOAT_HEADS[target])]
+        assert len(heads) == {"onnxruntime": 6, "tensorrt": 12}[target]
+        for c in heads:  # float: INT8 class-score heads cost 9 AP50 points
+            assert c.input[1] in {t.name for t in m.graph.initializer}, (target, c.name)
         for c in convs:  # activations and weights both come through a DequantizeLinear
+            if c in heads:
+                continue
             assert producer[c.input[0]].op_type == "DequantizeLinear", (target, c.name)
             assert producer[c.input[1]].op_type == "DequantizeLinear", (target, c.name)
 
@@ -132,7 +140,7 @@ def test_the_onnx_evaluation_scores_as_the_weights_evaluation(fp32_result):
 def test_int8_keeps_ap50_within_a_point_on_held_out_data(fp32, fp32_result, held_out, tmp_path):
     """The default recipe (128 calibration images from coco128's training set, minmax,
     onnxruntime flavour) on the held-out coco128-val-yolo: mean AP50 within 1 point of FP32
-    (measured 0.0722 -> 0.0719, docs/benchmarks.md)."""
+    (measured 0.0722 -> 0.0715, docs/benchmarks.md)."""
     from engine.commands.train import evaluate_exported
 
     images, _ = export_cmd.calibration_images(
@@ -180,7 +188,8 @@ def test_export_int8_on_the_command_line(tmp_path, shared_data, capsys):
         (["--int8"], "--int8 needs --calibration DATA"),
         (["--int8", "--calibration", "X", "--fp16"], "--int8 and --fp16 exclude each other"),
         (["--int8", "--calibration", "X", "--nms", "efficientnms"], "--int8 needs --nms onnx"),
-        (["--calibration", "X"], "--calibration is for --int8"),
+        (["--calibration", "X"], "--calibration, --int8-target and --calibration-method are"),
+        (["--int8-target", "tensorrt"], "are for --int8 exports"),
         (["--int8", "--calibration", "EMPTY"], "EMPTY: no images found"),
         (["--int8", "--calibration", "nowhere/at/all"], "not found"),
     ],
@@ -198,7 +207,7 @@ def test_int8_export_errors_are_one_line(extra, message, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_a_float_export_is_refused_twice_and_unreadable_images_are_counted(fp32, tmp_path):
+def test_unreadable_calibration_images_are_passed_over_and_counted(fp32, calibration, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(EngineError, match="none of the calibration images could be read"):
@@ -206,6 +215,23 @@ def test_a_float_export_is_refused_twice_and_unreadable_images_are_counted(fp32,
     with pytest.raises(EngineError, match="no calibration images"):
         Q.quantize_onnx(fp32, tmp_path / "x.onnx", [])
     assert not (tmp_path / "x.onnx").exists()
+    out = Q.quantize_onnx(fp32, tmp_path / "y.onnx", [bad, calibration[0]])
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta[C.META_CALIBRATION])["images"] == 1
+
+
+def test_a_mistyped_split_is_an_error_not_every_image(shared_data):
+    """A dataset with a split that does not exist must not fall back to all its images
+    (which would calibrate on the evaluation images too)."""
+    from training.datasets import DataError
+
+    root = shared_data / "raccoon"
+    images, source = export_cmd.calibration_images([f"{root}:splits/train_labels.csv"], 1000)
+    assert len(images) == 160
+    with pytest.raises(DataError):
+        export_cmd.calibration_images([f"{root}:splits/trian_labels.csv"], 1000)
+    folder, _ = export_cmd.calibration_images([str(shared_data / "images")], 1000)
+    assert len(folder) > 5  # a plain folder of images (no dataset) is taken whole
 
 
 def test_an_int8_onnx_is_not_quantized_again(int8, calibration, tmp_path):
@@ -245,3 +271,23 @@ def test_uint8_quantized_tensors_are_what_tensorrt_refuses():
     assert any("q: " in p and "not UINT8" in p for p in problems)
     assert any("dq: " in p and "not UINT8" in p for p in problems)
     assert any("q2: " in p and "zero point must be 0" in p for p in problems)
+
+
+def test_bench_times_fp32_int8_and_pytorch_side_by_side(fp32, int8, tmp_path, capsys):
+    res = tmp_path / "bench.json"
+    code = main.main(
+        ["bench", str(SHIPPED), str(fp32), str(int8["onnxruntime"]), "--backends", "torch",
+         "onnxruntime", "--no-video", "--runs", "3", "--batch", "1", "--json", str(res)]
+    )  # fmt: skip
+    assert code == 0
+    table = capsys.readouterr().out
+    rows = json.loads(res.read_text())["backends"]
+    assert list(rows) == [
+        "ssd300_mobilenet_v2_voc.safetensors torch",
+        "ssd300_mobilenet_v2_voc.safetensors onnxruntime",
+        "fp32.onnx onnxruntime",
+        "onnxruntime.onnx onnxruntime",
+    ]
+    assert all(r["backend"]["p50_ms"] > 0 for r in rows.values())
+    assert "| 1.00x |" in table  # the first row is the reference of the speed-up column
+    assert "end_to_end" not in rows["fp32.onnx onnxruntime"]

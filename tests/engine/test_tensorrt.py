@@ -661,10 +661,13 @@ def test_an_fp32_onnx_is_calibrated_once_then_the_cache_is_used(
     assert trt.builds[-1]["calibrated"] == -1
     assert len(pulled) == 5
     other = T.Calibration(lambda: iter(frames_of(2)), "b" * 64, "2 frames")
-    T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
-                   calibration=other)  # fmt: skip
+    second = T.build_engine(onnx_path, precision="int8", cache_dir=tmp_path, log=logs.append,
+                            calibration=other)  # fmt: skip
     assert trt.builds[-1]["calibrated"] == 2
-    assert any("another ONNX, TensorRT or GPU: rebuilding" in m for m in logs)
+    assert second != out  # one engine per calibration set, neither replaces the other
+    assert "-calaaaaaaaa_" in out.name
+    assert "-calbbbbbbbb_" in second.name
+    assert out.is_file()
 
 
 def test_int8_without_calibration_or_on_tensorrt_11_is_a_clear_error(graphs, with_trt, tmp_path):
@@ -690,12 +693,23 @@ def test_the_fake_builder_fails_as_tensorrt_does_without_scales(graphs, with_trt
     assert "no scaling factors" in trt.log[-1]
 
 
+def test_a_calibrator_that_cannot_allocate_frees_what_it_had(graphs, with_trt, tmp_path):
+    trt = with_trt("8.6.2", fail={"cudaMalloc": 2})  # cudaErrorMemoryAllocation
+    cal = T.Calibration(lambda: iter(frames_of(2)), "e" * 64)
+    with pytest.raises(EngineError, match="CUDA error in cudaMalloc"):
+        T.build_engine(graphs["mobilenet_v2", "onnx", "fp32"], precision="int8",
+                       cache_dir=tmp_path, log=lambda m: None, calibration=cal)  # fmt: skip
+    assert F.CUDA.buffers == {}
+    assert F.CUDA.streams == set()
+    assert trt.builds == []
+
+
 def test_dla_takes_int8(graphs, int8_graphs, with_trt, tmp_path):
     trt = with_trt("8.6.2")
     cal = T.Calibration(lambda: iter(frames_of(2)), "d" * 64)
     out = T.build_engine(graphs["mobilenet_v2", "onnx", "fp32"], precision="int8", dla_core=0,
                          cache_dir=tmp_path, log=lambda m: None, calibration=cal)  # fmt: skip
-    assert "_int8_dla0_" in out.name
+    assert "_int8-caldddddddd_dla0_" in out.name
     built = trt.builds[-1]
     assert built["device"] == trt.DeviceType.DLA
     assert {trt.BuilderFlag.INT8, trt.BuilderFlag.GPU_FALLBACK} <= built["flags"]
