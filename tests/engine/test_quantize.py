@@ -291,3 +291,26 @@ def test_bench_times_fp32_int8_and_pytorch_side_by_side(fp32, int8, tmp_path, ca
     assert all(r["backend"]["p50_ms"] > 0 for r in rows.values())
     assert "| 1.00x |" in table  # the first row is the reference of the speed-up column
     assert "end_to_end" not in rows["fp32.onnx onnxruntime"]
+
+
+def test_build_calibration_runs_without_torch(shared_data):
+    """`build --int8 --calibration` runs on a Jetson, which has no PyTorch: the image
+    listing and the calibration frames import no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from pathlib import Path\n"
+        "from engine.commands.export import _calibration\n"
+        f"c = _calibration([{str(shared_data / 'images')!r}], 3, "
+        f"Path({str(MODELS_DIR / 'ssd300_mobilenet_v2_voc.onnx')!r}))\n"
+        "frames = list(c.frames())\n"
+        "assert len(frames) == 3 and frames[0].shape == (1, 300, 300, 3), c.source\n"
+        "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "print(c.source)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=MODELS_DIR.parents[1])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("3 of ")
