@@ -22,6 +22,7 @@ DEPLOY = sorted(
         for d in ("engine", "engine/commands", "engine/runtime", "engine/video")
         for p in (ROOT / d).glob("*.py")
     ]
+    + [ROOT / "engine" / "export" / n for n in ("__init__.py", "quantize.py")]  # build --int8
     + [
         ROOT / "training" / n
         for n in ("__init__.py", "errors.py", "spec.py", "priors.py", "fileio.py", "boxes.py")

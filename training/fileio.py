@@ -23,6 +23,12 @@ def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_hidden(path: str | Path, root: str | Path) -> bool:
+    """Whether `path`, below `root`, is hidden or inside a hidden folder (.git, .venv,
+    .cache, .DS_Store ...): folder searches leave those out."""
+    return any(part.startswith(".") for part in Path(path).relative_to(root).parts)
+
+
 def cache_dir(kind: str, override: str | Path | None = None) -> Path:
     """The folder for cached `kind` files (weights, onnx, engines): `override` if given,
     else $SSD300_CACHE/KIND, else ~/.cache/ssd300/KIND."""

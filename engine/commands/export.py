@@ -6,13 +6,20 @@ import argparse
 from pathlib import Path
 
 from engine.commands.args import int_in_range, unit_interval
+from engine.export.quantize import DEFAULT_IMAGES, DEFAULT_METHOD, METHODS, TARGETS
 
-# The INT8 option values, repeated from engine.export.quantize so `--help` imports no ONNX
-# Runtime (tests/engine/test_quantize.py checks they agree).
-DEFAULT_IMAGES = 128
-TARGETS = ("onnxruntime", "tensorrt")
-METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_METHOD = {"onnxruntime": "minmax", "tensorrt": "percentile"}
+
+def add_calibration_options(p, calibration_help: str, images_help: str) -> None:
+    """--calibration DATA[:SPLIT] (repeatable) and --calibration-images N, for export and
+    build alike (calibration_images reads them)."""
+    p.add_argument("--calibration", action="append", metavar="DATA[:SPLIT]", help=calibration_help)
+    p.add_argument(
+        "--calibration-images",
+        type=int_in_range(1),
+        default=DEFAULT_IMAGES,
+        metavar="N",
+        help=f"{images_help} (default {DEFAULT_IMAGES})",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,19 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write an INT8 model (needs --calibration; default name WEIGHTS_int8.onnx)",
     )
-    q.add_argument(
-        "--calibration",
-        action="append",
-        metavar="DATA[:SPLIT]",
-        help="calibration images: any dataset --data accepts, or a folder of images "
-        "(frames from the camera you deploy on are best); repeatable",
-    )
-    q.add_argument(
-        "--calibration-images",
-        type=int_in_range(1),
-        default=DEFAULT_IMAGES,
-        metavar="N",
-        help=f"images used, a fixed sample spread over the data (default {DEFAULT_IMAGES})",
+    add_calibration_options(
+        q,
+        "calibration images: any dataset --data accepts, or a folder of images (frames "
+        "from the camera you deploy on are best); repeatable",
+        "images used, a fixed sample spread over the data",
     )
     q.add_argument(
         "--int8-target",
@@ -122,19 +121,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "explicit Q/DQ: TensorRT 8.5 to 11), or from an FP32 ONNX with --calibration "
         "(TensorRT's entropy calibrator: 8.x and 10.x only)",
     )
-    p.add_argument(
-        "--calibration",
-        action="append",
-        metavar="DATA[:SPLIT]",
-        help="calibration images for --int8 of an FP32 ONNX: any dataset --data accepts, or "
-        "a folder of images; the calibration cache is kept in the cache folder",
-    )
-    p.add_argument(
-        "--calibration-images",
-        type=int_in_range(1),
-        default=DEFAULT_IMAGES,
-        metavar="N",
-        help=f"images used for calibration (default {DEFAULT_IMAGES})",
+    add_calibration_options(
+        p,
+        "calibration images for --int8 of an FP32 ONNX: any dataset --data accepts, or a "
+        "folder of images; the calibration cache is kept in the cache folder",
+        "images used for calibration",
     )
     p.add_argument(
         "--workspace",
@@ -253,7 +244,7 @@ def calibration_images(specs: list[str], n: int) -> tuple[list[Path], str]:
     them) or folders of images, and a description of where they came from."""
     from engine.export.quantize import pick_images
     from training.datasets import DataError, load_datasets, parse_data_spec
-    from training.fileio import is_image
+    from training.fileio import is_hidden, is_image
 
     paths: list[Path] = []
     for spec in specs:
@@ -266,16 +257,12 @@ def calibration_images(specs: list[str], n: int) -> tuple[list[Path], str]:
             # split must not calibrate on every image, the evaluation images included
             if split is not None or not folder.is_dir():
                 raise
-            found = sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p, folder))
+            found = sorted(p for p in folder.rglob("*") if is_image(p) and not is_hidden(p, folder))
             if not found:
                 raise DataError(f"{spec}: no images found (nor a dataset)") from None
             paths += found
     picked = pick_images(paths, n)
     return picked, f"{len(picked)} of {len(set(paths))} images of {', '.join(specs)}"
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _export_int8(args: argparse.Namespace, out: Path, options: dict) -> Path:

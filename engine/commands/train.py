@@ -213,6 +213,10 @@ def evaluate_weights(
 ) -> dict:
     """Runs a weights file (or an exported model: see evaluate_exported, which `backend`
     is for) over a dataset; returns {'voc': ..., 'coco': ..., ...}."""
+    if Path(weights).suffix.lower() != ".safetensors":
+        return evaluate_exported(
+            weights, data_path, split, device, score_threshold, coco, backend or "auto"
+        )
     import time
 
     import torch
@@ -220,15 +224,11 @@ def evaluate_weights(
 
     from training.data import check_images
     from training.datasets import load_datasets
-    from training.evaluate import coco_evaluate, detect_dataset, voc_evaluate
+    from training.evaluate import detect_dataset
     from training.postprocess import PostProcessor
     from training.train import pick_device
     from training.weights import load_detector
 
-    if Path(weights).suffix.lower() != ".safetensors":
-        return evaluate_exported(
-            weights, data_path, split, device, score_threshold, coco, backend or "auto"
-        )
     dev = pick_device(device)
     model = load_detector(weights, device=dev).to(memory_format=torch.channels_last)
     data = check_images(load_datasets(data_path, split, list(model.spec.class_names)))
@@ -242,9 +242,17 @@ def evaluate_weights(
         PostProcessor(model.coder, score_threshold),
         progress=lambda it: tqdm(it, desc="detecting", unit="batch"),
     )
-    seconds = time.perf_counter() - t
+    return _scored(weights, dets, data, time.perf_counter() - t, coco)
+
+
+def _scored(model_path, dets, data, seconds: float, coco: bool, **about) -> dict:
+    """The evaluation result of one model's detections on `data`; `about` adds fields
+    (the backend and precision of an exported model)."""
+    from training.evaluate import coco_evaluate, voc_evaluate
+
     result = {
-        "weights": str(weights),
+        "weights": str(model_path),
+        **about,
         "data": data.source,
         "images": len(data.samples),
         "boxes": data.num_boxes,
@@ -280,7 +288,7 @@ def evaluate_exported(
     from engine.runtime.detector import open_detector
     from training.data import check_images
     from training.datasets import load_datasets
-    from training.evaluate import ImageDetections, coco_evaluate, voc_evaluate
+    from training.evaluate import ImageDetections
 
     if backend == "auto":
         backend = "onnxruntime" if Path(model_path).suffix.lower() == ".onnx" else "tensorrt"
@@ -303,19 +311,9 @@ def evaluate_exported(
             h, w = frame.shape[:2]
             dets.append(ImageDetections(d.boxes / np.float32([w, h, w, h]), d.scores, d.class_ids))
         seconds = time.perf_counter() - t
-    result = {
-        "weights": str(model_path),
-        "backend": det.backend,
-        "precision": info.precision,
-        "data": data.source,
-        "images": len(data.samples),
-        "boxes": data.num_boxes,
-        "seconds": round(seconds, 2),
-        "voc": voc_evaluate(dets, data),
-    }
-    if coco:
-        result["coco"] = coco_evaluate(dets, data)
-    return result
+    return _scored(
+        model_path, dets, data, seconds, coco, backend=det.backend, precision=info.precision
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

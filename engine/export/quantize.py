@@ -34,12 +34,13 @@ import random
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
 
 from engine.runtime import contract as C
 from training.fileio import atomic_write
+
+if TYPE_CHECKING:  # cv2 and numpy load when calibrating, not with `main.py --help`
+    import numpy as np
 
 FLOAT_PREFIXES = (C.FP32_PREFIX, C.NMS_PREFIX, C.L2NORM_PREFIX)  # nodes that stay in float
 TARGETS = ("onnxruntime", "tensorrt")
@@ -54,6 +55,8 @@ DEFAULT_IMAGES = 128
 def calibration_frames(images: list[Path], size: int) -> Iterator[np.ndarray]:
     """uint8 [1, size, size, 3] BGR frames, resized as the runtime resizes (no letterbox);
     unreadable images are passed over."""
+    import cv2
+
     for path in images:
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if frame is None:

@@ -389,10 +389,12 @@ def build_engine(
         if precision != "int8":
             log(f"{onnx_path.name} is an INT8 (Q/DQ) ONNX: building INT8")
             precision = "int8"
-    if precision == "int8" and info.precision == "fp32" and calibration is None:
-        build_settings(trt.__version__, precision, info.precision, dla_core is not None)
     if precision != "int8" or info.precision == "int8":
         calibration = None  # only an implicit INT8 build calibrates
+    # what to ask the builder for; refuses what this TensorRT cannot build before the cache
+    settings = build_settings(
+        trt.__version__, precision, info.precision, dla_core is not None, calibration is not None
+    )
     sha = sha256_file(onnx_path)
     gpu, cc = gpu_identity()
     name = engine_cache_name(
@@ -421,9 +423,6 @@ def build_engine(
             log(f"engine up to date: {out}")
             return out
         log(f"engine {out} was built for another ONNX, TensorRT or GPU: rebuilding")
-    settings = build_settings(
-        trt.__version__, precision, info.precision, dla_core is not None, calibration is not None
-    )
     from engine.runtime.trt_compat import require_compatible
 
     # Before TensorRT sees the file: what its parser would reject or misread, in one line.

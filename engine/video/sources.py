@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import cv2
 
 from engine.runtime.detector import EngineError
-from training.fileio import IMAGE_EXTENSIONS, is_image
+from training.fileio import IMAGE_EXTENSIONS, is_hidden, is_image
 
 # FFmpeg inside OpenCV prints decoder complaints ("error while decoding block") for damaged
 # files straight to stderr; the pipeline reports where a file stopped in one line instead.
@@ -236,8 +236,7 @@ def resolve_inputs(
     wanted = VIDEO_EXTENSIONS | (frozenset(IMAGE_EXTENSIONS) if images else frozenset())
 
     def searchable(p: Path, root: Path) -> bool:
-        hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
-        if hidden or p.suffix.lower() not in wanted:  # .git, .venv, .cache, .DS_Store ...
+        if is_hidden(p, root) or p.suffix.lower() not in wanted:
             return False
         return skip is None or skip not in (p.resolve(), *p.resolve().parents)
 

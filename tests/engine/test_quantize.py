@@ -54,13 +54,6 @@ def qdq_nodes(path):
     return m, inits, nodes
 
 
-def test_the_cli_defaults_are_the_quantizers():
-    assert export_cmd.DEFAULT_IMAGES == Q.DEFAULT_IMAGES
-    assert export_cmd.TARGETS == Q.TARGETS
-    assert export_cmd.METHODS == Q.METHODS
-    assert export_cmd.DEFAULT_METHOD == Q.DEFAULT_METHOD
-
-
 def test_metadata_says_int8_and_how_it_was_calibrated(fp32, int8, calibration):
     for target, path in int8.items():
         info = read_onnx_info(path)
